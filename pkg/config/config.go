@@ -1,0 +1,428 @@
+// Package config holds weir's configuration: one struct with its defaults
+// and validation, loaded by viper from a YAML file, WEIR_* environment
+// variables and command-line flags (later sources win).
+//
+// Every field says its default and why. docs/configuration.md is the
+// user-facing reference and must list the same settings.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Config is the whole configuration of a weir process, whatever targets it
+// runs.
+type Config struct {
+	// DataDir holds everything weir keeps on disk: the embedded broker's log
+	// (kafka/), TSDB shards (tsdb/) and the local bucket (bucket/).
+	// Default ./data, so a first run needs no setup.
+	DataDir string `mapstructure:"data_dir" yaml:"data_dir"`
+
+	Log    LogConfig    `mapstructure:"log" yaml:"log"`
+	HTTP   HTTPConfig   `mapstructure:"http" yaml:"http"`
+	Kafka  KafkaConfig  `mapstructure:"kafka" yaml:"kafka"`
+	Edge   EdgeConfig   `mapstructure:"edge" yaml:"edge"`
+	Stream StreamConfig `mapstructure:"stream" yaml:"stream"`
+	Sink   SinkConfig   `mapstructure:"sink" yaml:"sink"`
+}
+
+// LogConfig configures the process log (log/slog).
+type LogConfig struct {
+	// Level is debug, info, warn or error. Default info.
+	Level string `mapstructure:"level" yaml:"level"`
+	// Format is text or json. Default text, for people; use json when a
+	// log pipeline reads the output.
+	Format string `mapstructure:"format" yaml:"format"`
+}
+
+// HTTPConfig configures the HTTP listener that serves writes, queries and
+// the operational endpoints.
+type HTTPConfig struct {
+	// Addr is the listen address. Default 127.0.0.1:9480: loopback, so a
+	// first run exposes nothing; set 0.0.0.0:9480 to serve other hosts.
+	Addr string `mapstructure:"addr" yaml:"addr"`
+	// ReadHeaderTimeout bounds how long a client may take to send request
+	// headers. Default 10s, so slow-header clients cannot hold
+	// connections.
+	ReadHeaderTimeout time.Duration `mapstructure:"read_header_timeout" yaml:"read_header_timeout"`
+	// ReadTimeout bounds reading a whole request including its body.
+	// Default 60s: a 10 MB body over a slow link still fits.
+	ReadTimeout time.Duration `mapstructure:"read_timeout" yaml:"read_timeout"`
+	// WriteTimeout bounds writing a response. Default 3m, above the query
+	// timeout so long queries can answer.
+	WriteTimeout time.Duration `mapstructure:"write_timeout" yaml:"write_timeout"`
+	// IdleTimeout closes keep-alive connections idle this long. Default 2m.
+	IdleTimeout time.Duration `mapstructure:"idle_timeout" yaml:"idle_timeout"`
+	// MaxHeaderBytes bounds request headers. Default 64 KiB: far above
+	// what any remote-write or line-protocol client sends.
+	MaxHeaderBytes int `mapstructure:"max_header_bytes" yaml:"max_header_bytes"`
+}
+
+// KafkaConfig configures the Kafka cluster weir writes to and reads from.
+type KafkaConfig struct {
+	// Brokers are the seed brokers of an external Kafka cluster. Default
+	// empty: `weir all` then starts the embedded broker, and the separate
+	// targets connect to Embedded.Addr (where `weir broker` listens).
+	Brokers []string `mapstructure:"brokers" yaml:"brokers"`
+	// TopicPrefix starts every topic weir creates: <prefix>.<tenant>.raw
+	// and <prefix>.<tenant>.series. Default weir.
+	TopicPrefix string `mapstructure:"topic_prefix" yaml:"topic_prefix"`
+	// Partitions is the partition count of newly created topics. Default 8:
+	// enough to spread a tenant over 8 sink shards or workers; more
+	// partitions cost broker memory and file handles.
+	Partitions int `mapstructure:"partitions" yaml:"partitions"`
+	// ReplicationFactor of newly created topics. Default -1, the broker's
+	// default.replication.factor.
+	ReplicationFactor int `mapstructure:"replication_factor" yaml:"replication_factor"`
+	// MaxRecordBytes is the largest record weir writes; bigger requests are
+	// split by series. Topics are created with max.message.bytes a little
+	// above it. Default 4 MiB: large enough that a 2000-series request is
+	// one record, small enough for brokers' default fetch sizes.
+	MaxRecordBytes int `mapstructure:"max_record_bytes" yaml:"max_record_bytes"`
+	// Retention is how long records are kept (retention.ms of created
+	// topics). Default 24h: enough to replay a day and to ride out a
+	// long sink outage, bounded so the disk does not grow forever.
+	Retention time.Duration `mapstructure:"retention" yaml:"retention"`
+	// RetentionBytes bounds each partition's log (retention.bytes).
+	// Default 1 GiB; -1 keeps records for Retention whatever their size.
+	RetentionBytes int64 `mapstructure:"retention_bytes" yaml:"retention_bytes"`
+	// ProduceTimeout is how long the edge waits for Kafka to acknowledge a
+	// request's records before answering 503. Default 10s, below
+	// Prometheus' 30s remote-write timeout so the sender retries instead
+	// of timing out.
+	ProduceTimeout time.Duration `mapstructure:"produce_timeout" yaml:"produce_timeout"`
+	// ProducerMaxBufferedBytes bounds the records a producer holds before
+	// Kafka acknowledges them; beyond it the edge refuses with 503 at once
+	// instead of growing memory. Default 256 MiB.
+	ProducerMaxBufferedBytes int `mapstructure:"producer_max_buffered_bytes" yaml:"producer_max_buffered_bytes"`
+	// ProducerLinger is how long a producer waits to fill a batch. Default
+	// 5ms: amortises requests without adding noticeable write latency.
+	ProducerLinger time.Duration `mapstructure:"producer_linger" yaml:"producer_linger"`
+	// Compression of produced batches: none, snappy, lz4 or zstd. Default
+	// snappy: cheap on CPU, and remote-write payloads shrink 3–5×.
+	Compression string `mapstructure:"compression" yaml:"compression"`
+	// FetchMaxBytes bounds one fetch response. Default 64 MiB, which with
+	// MaxConcurrentFetches bounds consumer memory.
+	FetchMaxBytes int `mapstructure:"fetch_max_bytes" yaml:"fetch_max_bytes"`
+	// MaxConcurrentFetches bounds in-flight fetches per consumer. Default 4.
+	MaxConcurrentFetches int `mapstructure:"max_concurrent_fetches" yaml:"max_concurrent_fetches"`
+	// MetadataMaxAge is how often clients refresh metadata, which is how a
+	// regex consumer finds a new tenant's topics. Default 5s.
+	MetadataMaxAge time.Duration `mapstructure:"metadata_max_age" yaml:"metadata_max_age"`
+	// ClientID is sent to the brokers. Default weir.
+	ClientID string `mapstructure:"client_id" yaml:"client_id"`
+
+	SASL     SASLConfig     `mapstructure:"sasl" yaml:"sasl"`
+	TLS      TLSConfig      `mapstructure:"tls" yaml:"tls"`
+	Embedded EmbeddedConfig `mapstructure:"embedded" yaml:"embedded"`
+}
+
+// SASLConfig authenticates weir's Kafka clients.
+type SASLConfig struct {
+	// Mechanism is empty (no SASL), PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+	Mechanism string `mapstructure:"mechanism" yaml:"mechanism"`
+	Username  string `mapstructure:"username" yaml:"username"`
+	Password  string `mapstructure:"password" yaml:"password"`
+}
+
+// TLSConfig secures the connection to external brokers.
+type TLSConfig struct {
+	// Enabled turns TLS on. Default false.
+	Enabled bool `mapstructure:"enabled" yaml:"enabled"`
+	// CAFile verifies the brokers; empty uses the system roots.
+	CAFile string `mapstructure:"ca_file" yaml:"ca_file"`
+	// CertFile and KeyFile present a client certificate (mutual TLS).
+	CertFile string `mapstructure:"cert_file" yaml:"cert_file"`
+	KeyFile  string `mapstructure:"key_file" yaml:"key_file"`
+	// ServerName overrides the name checked in the brokers' certificates.
+	ServerName string `mapstructure:"server_name" yaml:"server_name"`
+	// InsecureSkipVerify disables certificate checks: for tests only.
+	InsecureSkipVerify bool `mapstructure:"insecure_skip_verify" yaml:"insecure_skip_verify"`
+}
+
+// EmbeddedConfig configures the embedded Kafka-protocol broker (franz-go's
+// kfake persisted under <data_dir>/kafka).
+type EmbeddedConfig struct {
+	// Addr is where the embedded broker listens and what it advertises.
+	// Default 127.0.0.1:19092, next to Kafka's usual 9092 without clashing
+	// with a real broker.
+	Addr string `mapstructure:"addr" yaml:"addr"`
+	// SyncWrites fsyncs every produced batch before acknowledging it, so an
+	// acknowledged sample survives a machine crash, not just a process
+	// crash. Default false: it costs about a quarter of the throughput,
+	// and the page cache already survives a killed process.
+	SyncWrites bool `mapstructure:"sync_writes" yaml:"sync_writes"`
+	// RetentionCheckInterval is how often expired records are deleted.
+	// Default 5m.
+	RetentionCheckInterval time.Duration `mapstructure:"retention_check_interval" yaml:"retention_check_interval"`
+}
+
+// EdgeConfig configures the receivers.
+type EdgeConfig struct {
+	// MaxRequestBytes bounds a request body as sent (compressed). Default
+	// 10 MiB, well above Prometheus' largest default batch (2000 samples).
+	MaxRequestBytes int64 `mapstructure:"max_request_bytes" yaml:"max_request_bytes"`
+	// MaxDecompressedBytes bounds a body after decompression, checked
+	// before inflating it so a compression bomb costs nothing. Default
+	// 64 MiB.
+	MaxDecompressedBytes int64 `mapstructure:"max_decompressed_bytes" yaml:"max_decompressed_bytes"`
+}
+
+// StreamConfig configures the stream workers.
+type StreamConfig struct {
+	// GroupID is the consumer group of all stream workers. Default
+	// weir-stream.
+	GroupID string `mapstructure:"group_id" yaml:"group_id"`
+	// InstanceID identifies this worker: its static group membership and
+	// its transactional ID derive from it, so a restarted worker takes its
+	// partitions back at once and fences its dead predecessor. It must be
+	// unique among running workers and stable across restarts. Default the
+	// host name.
+	InstanceID string `mapstructure:"instance_id" yaml:"instance_id"`
+	// TransactionTimeout bounds an open transaction; a worker that dies
+	// holding one blocks its partitions at most this long when it does not
+	// come back. Default 30s.
+	TransactionTimeout time.Duration `mapstructure:"transaction_timeout" yaml:"transaction_timeout"`
+}
+
+// SinkConfig configures the sink workers and their TSDB shards.
+type SinkConfig struct {
+	// GroupID is the consumer group of the sink workers. Default weir-sink.
+	GroupID string `mapstructure:"group_id" yaml:"group_id"`
+	// InstanceID identifies this sink for static group membership, so a
+	// restarted sink gets its partitions (and its local shards) back.
+	// Default the host name.
+	InstanceID string `mapstructure:"instance_id" yaml:"instance_id"`
+	// TSDBShards is the number of TSDB shards per tenant; Kafka partition
+	// p is stored in shard p mod TSDBShards. Default 2: one per core of a
+	// small machine, so appends and compactions run in parallel.
+	TSDBShards int `mapstructure:"tsdb_shards" yaml:"tsdb_shards"`
+	// CommitInterval is how often the sink syncs the WAL and commits its
+	// offsets. Default 1s: a crash replays at most about a second.
+	CommitInterval time.Duration `mapstructure:"commit_interval" yaml:"commit_interval"`
+	// WALFsync fsyncs the WAL before offsets are committed, so offsets
+	// never get ahead of data even on a machine crash. Default true.
+	WALFsync bool `mapstructure:"wal_fsync" yaml:"wal_fsync"`
+	// BlockDuration is the TSDB block range. Default 2h, as Prometheus.
+	BlockDuration time.Duration `mapstructure:"block_duration" yaml:"block_duration"`
+	// Retention is how long local TSDB blocks are kept. Default 15d, as
+	// Prometheus.
+	Retention time.Duration `mapstructure:"retention" yaml:"retention"`
+	// OutOfOrderWindow accepts samples up to this much older than a
+	// series' newest sample. Default 0 (in-order only), as Prometheus.
+	OutOfOrderWindow time.Duration `mapstructure:"out_of_order_window" yaml:"out_of_order_window"`
+	// QueryTimeout bounds one PromQL query. Default 2m, as Prometheus.
+	QueryTimeout time.Duration `mapstructure:"query_timeout" yaml:"query_timeout"`
+	// QueryMaxSamples bounds the samples one query may load. Default 50M,
+	// as Prometheus.
+	QueryMaxSamples int `mapstructure:"query_max_samples" yaml:"query_max_samples"`
+}
+
+// Default returns the configuration used when nothing is set.
+func Default() Config {
+	return Config{
+		DataDir: "./data",
+		Log:     LogConfig{Level: "info", Format: "text"},
+		HTTP: HTTPConfig{
+			Addr:              "127.0.0.1:9480",
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       60 * time.Second,
+			WriteTimeout:      3 * time.Minute,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    64 << 10,
+		},
+		Kafka: KafkaConfig{
+			TopicPrefix:              "weir",
+			Partitions:               8,
+			ReplicationFactor:        -1,
+			MaxRecordBytes:           4 << 20,
+			Retention:                24 * time.Hour,
+			RetentionBytes:           1 << 30,
+			ProduceTimeout:           10 * time.Second,
+			ProducerMaxBufferedBytes: 256 << 20,
+			ProducerLinger:           5 * time.Millisecond,
+			Compression:              "snappy",
+			FetchMaxBytes:            64 << 20,
+			MaxConcurrentFetches:     4,
+			MetadataMaxAge:           5 * time.Second,
+			ClientID:                 "weir",
+			Embedded: EmbeddedConfig{
+				Addr:                   "127.0.0.1:19092",
+				RetentionCheckInterval: 5 * time.Minute,
+			},
+		},
+		Edge: EdgeConfig{
+			MaxRequestBytes:      10 << 20,
+			MaxDecompressedBytes: 64 << 20,
+		},
+		Stream: StreamConfig{
+			GroupID:            "weir-stream",
+			InstanceID:         hostname(),
+			TransactionTimeout: 30 * time.Second,
+		},
+		Sink: SinkConfig{
+			GroupID:         "weir-sink",
+			InstanceID:      hostname(),
+			TSDBShards:      2,
+			CommitInterval:  time.Second,
+			WALFsync:        true,
+			BlockDuration:   2 * time.Hour,
+			Retention:       15 * 24 * time.Hour,
+			QueryTimeout:    2 * time.Minute,
+			QueryMaxSamples: 50_000_000,
+		},
+	}
+}
+
+// KafkaDir is where the embedded broker keeps its log.
+func (c *Config) KafkaDir() string { return filepath.Join(c.DataDir, "kafka") }
+
+// TSDBDir is where the sink keeps its TSDB shards.
+func (c *Config) TSDBDir() string { return filepath.Join(c.DataDir, "tsdb") }
+
+// UsesEmbeddedBroker reports whether no external brokers are configured.
+func (c *Config) UsesEmbeddedBroker() bool { return len(c.Kafka.Brokers) == 0 }
+
+// SeedBrokers are the brokers clients connect to: the configured ones, or
+// the embedded broker's address.
+func (c *Config) SeedBrokers() []string {
+	if c.UsesEmbeddedBroker() {
+		return []string{c.Kafka.Embedded.Addr}
+	}
+	return c.Kafka.Brokers
+}
+
+// Validate reports every setting that cannot work, naming each.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(setting, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", setting, fmt.Sprintf(format, args...)))
+	}
+	if c.DataDir == "" {
+		bad("data_dir", "must not be empty")
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "%q is not one of text, json", c.Log.Format)
+	}
+	if _, _, err := net.SplitHostPort(c.HTTP.Addr); err != nil {
+		bad("http.addr", "%q is not host:port: %v", c.HTTP.Addr, err)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"http.read_header_timeout", c.HTTP.ReadHeaderTimeout},
+		{"http.read_timeout", c.HTTP.ReadTimeout},
+		{"http.write_timeout", c.HTTP.WriteTimeout},
+		{"http.idle_timeout", c.HTTP.IdleTimeout},
+		{"kafka.retention", c.Kafka.Retention},
+		{"kafka.produce_timeout", c.Kafka.ProduceTimeout},
+		{"kafka.metadata_max_age", c.Kafka.MetadataMaxAge},
+		{"kafka.embedded.retention_check_interval", c.Kafka.Embedded.RetentionCheckInterval},
+		{"stream.transaction_timeout", c.Stream.TransactionTimeout},
+		{"sink.commit_interval", c.Sink.CommitInterval},
+		{"sink.block_duration", c.Sink.BlockDuration},
+		{"sink.retention", c.Sink.Retention},
+		{"sink.query_timeout", c.Sink.QueryTimeout},
+	} {
+		if d.v <= 0 {
+			bad(d.name, "must be positive, got %s", d.v)
+		}
+	}
+	if c.HTTP.MaxHeaderBytes < 4096 {
+		bad("http.max_header_bytes", "must be at least 4096, got %d", c.HTTP.MaxHeaderBytes)
+	}
+	for i, b := range c.Kafka.Brokers {
+		if _, _, err := net.SplitHostPort(b); err != nil {
+			bad(fmt.Sprintf("kafka.brokers[%d]", i), "%q is not host:port: %v", b, err)
+		}
+	}
+	if c.Kafka.TopicPrefix == "" || strings.ContainsAny(c.Kafka.TopicPrefix, ". /") {
+		bad("kafka.topic_prefix", "%q must be non-empty and contain no '.', '/' or space", c.Kafka.TopicPrefix)
+	}
+	if c.Kafka.Partitions < 1 || c.Kafka.Partitions > 10000 {
+		bad("kafka.partitions", "must be between 1 and 10000, got %d", c.Kafka.Partitions)
+	}
+	if c.Kafka.ReplicationFactor == 0 || c.Kafka.ReplicationFactor < -1 {
+		bad("kafka.replication_factor", "must be -1 (broker default) or positive, got %d", c.Kafka.ReplicationFactor)
+	}
+	if c.Kafka.MaxRecordBytes < 64<<10 || c.Kafka.MaxRecordBytes > 64<<20 {
+		bad("kafka.max_record_bytes", "must be between 64 KiB and 64 MiB, got %d", c.Kafka.MaxRecordBytes)
+	}
+	if c.Kafka.RetentionBytes == 0 || c.Kafka.RetentionBytes < -1 {
+		bad("kafka.retention_bytes", "must be -1 (unbounded) or positive, got %d", c.Kafka.RetentionBytes)
+	}
+	if c.Kafka.ProducerMaxBufferedBytes < 2*c.Kafka.MaxRecordBytes {
+		bad("kafka.producer_max_buffered_bytes", "must be at least twice kafka.max_record_bytes (%d), got %d", c.Kafka.MaxRecordBytes, c.Kafka.ProducerMaxBufferedBytes)
+	}
+	if c.Kafka.ProducerLinger < 0 {
+		bad("kafka.producer_linger", "must not be negative, got %s", c.Kafka.ProducerLinger)
+	}
+	switch c.Kafka.Compression {
+	case "none", "snappy", "lz4", "zstd":
+	default:
+		bad("kafka.compression", "%q is not one of none, snappy, lz4, zstd", c.Kafka.Compression)
+	}
+	if c.Kafka.FetchMaxBytes < c.Kafka.MaxRecordBytes {
+		bad("kafka.fetch_max_bytes", "must be at least kafka.max_record_bytes (%d), got %d", c.Kafka.MaxRecordBytes, c.Kafka.FetchMaxBytes)
+	}
+	if c.Kafka.MaxConcurrentFetches < 1 {
+		bad("kafka.max_concurrent_fetches", "must be at least 1, got %d", c.Kafka.MaxConcurrentFetches)
+	}
+	switch c.Kafka.SASL.Mechanism {
+	case "":
+	case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+		if c.Kafka.SASL.Username == "" {
+			bad("kafka.sasl.username", "must be set when kafka.sasl.mechanism is %s", c.Kafka.SASL.Mechanism)
+		}
+	default:
+		bad("kafka.sasl.mechanism", "%q is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512", c.Kafka.SASL.Mechanism)
+	}
+	if (c.Kafka.TLS.CertFile == "") != (c.Kafka.TLS.KeyFile == "") {
+		bad("kafka.tls.cert_file", "cert_file and key_file must be set together")
+	}
+	if _, _, err := net.SplitHostPort(c.Kafka.Embedded.Addr); err != nil {
+		bad("kafka.embedded.addr", "%q is not host:port: %v", c.Kafka.Embedded.Addr, err)
+	}
+	if c.Edge.MaxRequestBytes < 1024 {
+		bad("edge.max_request_bytes", "must be at least 1024, got %d", c.Edge.MaxRequestBytes)
+	}
+	if c.Edge.MaxDecompressedBytes < c.Edge.MaxRequestBytes {
+		bad("edge.max_decompressed_bytes", "must be at least edge.max_request_bytes (%d), got %d", c.Edge.MaxRequestBytes, c.Edge.MaxDecompressedBytes)
+	}
+	for _, s := range []struct{ name, v string }{
+		{"stream.group_id", c.Stream.GroupID},
+		{"stream.instance_id", c.Stream.InstanceID},
+		{"sink.group_id", c.Sink.GroupID},
+		{"sink.instance_id", c.Sink.InstanceID},
+	} {
+		if s.v == "" {
+			bad(s.name, "must not be empty")
+		}
+	}
+	if c.Sink.TSDBShards < 1 || c.Sink.TSDBShards > c.Kafka.Partitions {
+		bad("sink.tsdb_shards", "must be between 1 and kafka.partitions (%d), got %d", c.Kafka.Partitions, c.Sink.TSDBShards)
+	}
+	if c.Sink.BlockDuration%time.Minute != 0 {
+		bad("sink.block_duration", "must be a whole number of minutes, got %s", c.Sink.BlockDuration)
+	}
+	if c.Sink.OutOfOrderWindow < 0 {
+		bad("sink.out_of_order_window", "must not be negative, got %s", c.Sink.OutOfOrderWindow)
+	}
+	if c.Sink.QueryMaxSamples < 1 {
+		bad("sink.query_max_samples", "must be positive, got %d", c.Sink.QueryMaxSamples)
+	}
+	return errors.Join(errs...)
+}

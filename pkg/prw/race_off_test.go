@@ -1,0 +1,5 @@
+//go:build !race
+
+package prw
+
+const raceEnabled = false

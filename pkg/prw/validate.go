@@ -1,0 +1,208 @@
+package prw
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// InvalidSeriesError is returned by TimeSeries.Normalize for a series that
+// Prometheus' remote-write receiver would reject with 400 Bad Request. Its
+// message names the problem and the series, suitable for a 400 response
+// body.
+type InvalidSeriesError struct {
+	// Series is the series' labels as a selector, e.g.
+	// `up{instance="a:9100", job="node"}`, at most about 1 KiB. It is
+	// rendered when the error is created because the labels usually alias a
+	// request buffer that is reused afterwards.
+	Series string
+	// Reason says what is wrong, e.g. `duplicate label name "job"`.
+	Reason string
+	// Err is the underlying error, if any (native histogram validation
+	// errors from model/histogram, so errors.Is works on them).
+	Err error
+}
+
+func (e *InvalidSeriesError) Error() string {
+	return "invalid series " + e.Series + ": " + e.Reason
+}
+
+func (e *InvalidSeriesError) Unwrap() error { return e.Err }
+
+func invalidSeries(ls []Label, err error, format string, args ...any) *InvalidSeriesError {
+	return &InvalidSeriesError{Series: formatSelector(ls), Reason: fmt.Sprintf(format, args...), Err: err}
+}
+
+// Normalize sorts ts.Labels by name if they are not sorted (it does not
+// allocate when they are), checks the series the way Prometheus'
+// remote-write receiver and TSDB do, and drops labels with an empty value,
+// which Prometheus treats as absent (its TSDB appender drops them). It
+// returns an *InvalidSeriesError for:
+//   - no labels;
+//   - a missing __name__ label or an empty metric name;
+//   - an empty label name;
+//   - a label name or value that is not valid UTF-8;
+//   - a duplicate label name (checked before empty values are dropped, as
+//     the receiver does);
+//   - a native histogram that does not decode or fails Validate.
+//
+// Label names are checked for UTF-8 only (Prometheus' UTF8Validation), not
+// for the legacy [a-zA-Z_][a-zA-Z0-9_]* charset. A series with neither
+// samples nor histograms is not an error here, although a 2.0 receiver
+// rejects it. Validating histograms decodes them and therefore allocates.
+func (ts *TimeSeries) Normalize() error {
+	ls := ts.Labels
+	if len(ls) == 0 {
+		return invalidSeries(ls, nil, "no labels")
+	}
+	for i := 1; i < len(ls); i++ {
+		if ls[i-1].Name > ls[i].Name {
+			slices.SortFunc(ls, compareLabels)
+			break
+		}
+	}
+	hasName, empty := false, 0
+	for i := range ls {
+		l := &ls[i]
+		switch {
+		case l.Name == "":
+			return invalidSeries(ls, nil, "empty label name")
+		case !utf8.ValidString(l.Name):
+			return invalidSeries(ls, nil, "label name %q is not valid UTF-8", l.Name)
+		case !utf8.ValidString(l.Value):
+			return invalidSeries(ls, nil, "value of label %q is not valid UTF-8", l.Name)
+		case i > 0 && ls[i-1].Name == l.Name:
+			return invalidSeries(ls, nil, "duplicate label name %q", l.Name)
+		case l.Name == metricNameLabel:
+			if l.Value == "" {
+				return invalidSeries(ls, nil, "empty metric name")
+			}
+			hasName = true
+		case l.Value == "":
+			empty++
+		}
+	}
+	if !hasName {
+		return invalidSeries(ls, nil, "missing metric name (__name__ label)")
+	}
+	if empty > 0 {
+		n := 0
+		for _, l := range ls {
+			if l.Value != "" {
+				ls[n] = l
+				n++
+			}
+		}
+		clear(ls[n:])
+		ts.Labels = ls[:n]
+	}
+	for i := range ts.Histograms {
+		if err := validateHistogram(&ts.Histograms[i]); err != nil {
+			return invalidSeries(ts.Labels, err, "histogram %d: %v", i, err)
+		}
+	}
+	return nil
+}
+
+func compareLabels(a, b Label) int {
+	if c := strings.Compare(a.Name, b.Name); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Value, b.Value)
+}
+
+func validateHistogram(h *Histogram) error {
+	ih, fh, err := h.Decode()
+	if err != nil {
+		return err
+	}
+	if fh != nil {
+		return fh.Validate()
+	}
+	return ih.Validate()
+}
+
+// maxSelectorLen bounds the selector in an InvalidSeriesError, which ends up
+// in HTTP responses and logs.
+const maxSelectorLen = 1024
+
+// formatSelector renders labels as a PromQL selector: name{l="v", ...},
+// with the Prometheus 3 quoted form {"name", "l.x"="v"} for names outside
+// the legacy charset.
+func formatSelector(ls []Label) string {
+	var b strings.Builder
+	name, hasName := "", false
+	for _, l := range ls {
+		if l.Name == metricNameLabel && l.Value != "" && !hasName {
+			name, hasName = l.Value, true
+		}
+	}
+	bare := hasName && isLegacyName(name, true)
+	if bare {
+		b.WriteString(name)
+	}
+	b.WriteByte('{')
+	n := 0
+	sep := func() {
+		if n > 0 {
+			b.WriteString(", ")
+		}
+		n++
+	}
+	if hasName && !bare {
+		sep()
+		b.WriteString(strconv.Quote(name))
+	}
+	nameDone := false
+	for _, l := range ls {
+		if b.Len() > maxSelectorLen {
+			break
+		}
+		if hasName && !nameDone && l.Name == metricNameLabel && l.Value == name {
+			nameDone = true // rendered above
+			continue
+		}
+		sep()
+		if isLegacyName(l.Name, false) {
+			b.WriteString(l.Name)
+		} else {
+			b.WriteString(strconv.Quote(l.Name))
+		}
+		b.WriteByte('=')
+		b.WriteString(strconv.Quote(l.Value))
+	}
+	b.WriteByte('}')
+	s := b.String()
+	if bare && n == 0 {
+		s = name
+	}
+	if len(s) > maxSelectorLen {
+		// strconv.Quote output is valid UTF-8 except where name is
+		// rendered bare; cut at a rune start either way.
+		cut := maxSelectorLen
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "...}"
+	}
+	return s
+}
+
+// isLegacyName reports whether s matches [a-zA-Z_][a-zA-Z0-9_]* (plus ':'
+// for metric names), the names that need no quoting in PromQL.
+func isLegacyName(s string, metric bool) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (metric && c == ':') || (i > 0 && c >= '0' && c <= '9') {
+			continue
+		}
+		return false
+	}
+	return true
+}

@@ -1,0 +1,216 @@
+// Package tsdbstore keeps tenants' samples in Prometheus TSDBs: each tenant
+// has a fixed number of shards, each shard is one prometheus/tsdb database
+// under <dir>/<tenant>/<shard>, and a Kafka partition p always lands in
+// shard p mod shards. Queries of a tenant merge its shards.
+package tsdbstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/util/compression"
+
+	"github.com/weir-metrics/weir/pkg/tenant"
+)
+
+// Options configures a Store.
+type Options struct {
+	// Dir holds one directory per tenant.
+	Dir string
+	// Shards is the number of shards of every tenant. Changing it moves
+	// partitions to other shards; old shards stay readable.
+	Shards int
+	// BlockDuration is the TSDB block range.
+	BlockDuration time.Duration
+	// Retention is how long blocks are kept.
+	Retention time.Duration
+	// OutOfOrderWindow accepts samples this much older than a series'
+	// newest.
+	OutOfOrderWindow time.Duration
+	// MaxExemplars bounds the exemplars each shard keeps in memory.
+	MaxExemplars int64
+	Logger       *slog.Logger
+}
+
+// Store holds the shards of every tenant.
+type Store struct {
+	opts Options
+	mu   sync.RWMutex
+	// tenants maps a tenant to its shards; a nil entry is a shard not
+	// opened yet.
+	tenants map[string][]*Shard
+	closed  bool
+}
+
+// Open opens the store and every tenant shard already on disk, so data
+// written before a restart is queryable at once.
+func Open(opts Options) (*Store, error) {
+	if opts.Shards < 1 {
+		return nil, fmt.Errorf("shards must be at least 1, got %d", opts.Shards)
+	}
+	if opts.MaxExemplars == 0 {
+		opts.MaxExemplars = 100_000
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating TSDB directory: %w", err)
+	}
+	s := &Store{opts: opts, tenants: map[string][]*Shard{}}
+	entries, err := os.ReadDir(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("reading TSDB directory: %w", err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() || tenant.ValidateID(e.Name()) != nil {
+			continue
+		}
+		shardDirs, err := os.ReadDir(filepath.Join(opts.Dir, e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("reading tenant directory %s: %w", e.Name(), err)
+		}
+		for _, sd := range shardDirs {
+			n, err := strconv.Atoi(sd.Name())
+			if !sd.IsDir() || err != nil || n < 0 {
+				continue
+			}
+			if _, err := s.shard(e.Name(), n); err != nil {
+				s.Close()
+				return nil, err
+			}
+		}
+	}
+	return s, nil
+}
+
+// ShardOf is the shard of a Kafka partition.
+func (s *Store) ShardOf(partition int32) int { return int(partition) % s.opts.Shards }
+
+// Shard returns the shard of a tenant's partition, opening it on first use.
+func (s *Store) Shard(ten string, partition int32) (*Shard, error) {
+	return s.shard(ten, s.ShardOf(partition))
+}
+
+func (s *Store) shard(ten string, n int) (*Shard, error) {
+	s.mu.RLock()
+	if sh := s.tenants[ten]; n < len(sh) && sh[n] != nil {
+		s.mu.RUnlock()
+		return sh[n], nil
+	}
+	s.mu.RUnlock()
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("TSDB store is closed")
+	}
+	shards := s.tenants[ten]
+	if n < len(shards) && shards[n] != nil {
+		return shards[n], nil
+	}
+	if n >= len(shards) {
+		shards = append(shards, make([]*Shard, n+1-len(shards))...)
+	}
+	sh, err := openShard(filepath.Join(s.opts.Dir, ten, strconv.Itoa(n)), ten, n, s.opts)
+	if err != nil {
+		return nil, err
+	}
+	shards[n] = sh
+	s.tenants[ten] = shards
+	return sh, nil
+}
+
+// Tenants lists the tenants with at least one shard.
+func (s *Store) Tenants() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]string, 0, len(s.tenants))
+	for t := range s.tenants {
+		out = append(out, t)
+	}
+	return out
+}
+
+// Shards returns the open shards of a tenant.
+func (s *Store) Shards(ten string) []*Shard {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []*Shard
+	for _, sh := range s.tenants[ten] {
+		if sh != nil {
+			out = append(out, sh)
+		}
+	}
+	return out
+}
+
+// Querier merges the queriers of a tenant's shards. A tenant without data
+// gets an empty querier, never another tenant's.
+func (s *Store) Querier(_ context.Context, ten string, mint, maxt int64) (storage.Querier, error) {
+	shards := s.Shards(ten)
+	qs := make([]storage.Querier, 0, len(shards))
+	for _, sh := range shards {
+		q, err := sh.db.Querier(mint, maxt)
+		if err != nil {
+			for _, q := range qs {
+				_ = q.Close()
+			}
+			return nil, fmt.Errorf("querying shard %d of tenant %s: %w", sh.n, ten, err)
+		}
+		qs = append(qs, q)
+	}
+	if len(qs) == 0 {
+		return storage.NoopQuerier(), nil
+	}
+	return storage.NewMergeQuerier(qs, nil, storage.ChainedSeriesMerge), nil
+}
+
+// ExemplarQuerier merges the exemplars of a tenant's shards.
+func (s *Store) ExemplarQuerier(ctx context.Context, ten string) (storage.ExemplarQuerier, error) {
+	var qs []storage.ExemplarQuerier
+	for _, sh := range s.Shards(ten) {
+		q, err := sh.db.ExemplarQuerier(ctx)
+		if err != nil {
+			return nil, err
+		}
+		qs = append(qs, q)
+	}
+	return MergeExemplarQueriers(qs), nil
+}
+
+// Close closes every shard.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	var errs []error
+	for _, shards := range s.tenants {
+		for _, sh := range shards {
+			if sh != nil {
+				errs = append(errs, sh.close())
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func tsdbOptions(o Options) *tsdb.Options {
+	opts := tsdb.DefaultOptions()
+	opts.MinBlockDuration = o.BlockDuration.Milliseconds()
+	// Blocks are not compacted into larger ones locally: object storage
+	// compaction (Thanos, Mimir) expects blocks of one range.
+	opts.MaxBlockDuration = o.BlockDuration.Milliseconds()
+	opts.RetentionDuration = o.Retention.Milliseconds()
+	opts.OutOfOrderTimeWindow = o.OutOfOrderWindow.Milliseconds()
+	opts.EnableExemplarStorage = true
+	opts.MaxExemplars = o.MaxExemplars
+	opts.WALCompression = compression.Snappy
+	return opts
+}

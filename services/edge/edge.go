@@ -1,0 +1,169 @@
+// Package edge is the edge target: it receives writes, admits them and
+// writes them to the tenants' raw Kafka topics, answering 2xx only once
+// Kafka acknowledged every record.
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/weir-metrics/weir/pkg/config"
+	"github.com/weir-metrics/weir/pkg/kafka"
+	"github.com/weir-metrics/weir/pkg/record"
+	"github.com/weir-metrics/weir/services/app"
+)
+
+// Edge is the edge target.
+type Edge struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	client  *kgo.Client
+	topics  *kafka.Topics
+	metrics *metrics
+
+	mu    sync.Mutex
+	ready error
+}
+
+// New creates the edge and its Kafka producer.
+func New(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*Edge, error) {
+	log = log.With("service", "edge")
+	opts, err := kafka.ClientOpts(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, kafka.ProducerOpts(cfg)...)
+	// A write must be answered within the produce timeout even when a
+	// broker stops answering mid-request. Cancelling an in-flight record
+	// may let the sender's retry duplicate it; the edge answers 503 then,
+	// so the sender retries anyway, and duplicates of a sample are no-ops
+	// in the TSDB.
+	opts = append(opts, kgo.AllowIdempotentProduceCancellation())
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("creating Kafka producer: %w", err)
+	}
+	kafka.RegisterProducerGauges(reg, "edge", cl)
+	return &Edge{
+		cfg:     cfg,
+		log:     log,
+		client:  cl,
+		topics:  kafka.NewTopics(cl, cfg.Kafka),
+		metrics: newMetrics(reg),
+		ready:   errors.New("Kafka brokers not reached yet"),
+	}, nil
+}
+
+// Name implements app.Service.
+func (e *Edge) Name() string { return "edge" }
+
+// RegisterRoutes implements app.Service.
+func (e *Edge) RegisterRoutes(mux *app.Mux) {
+	mux.Handle("POST /api/v1/write", "remote_write", e.remoteWriteHandler())
+}
+
+// Ready implements app.Service: ready once the brokers answered.
+func (e *Edge) Ready() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.ready
+}
+
+// Run waits for the brokers, then idles until ctx is done and flushes the
+// producer. Requests are served by the process' HTTP server, which stops
+// before Run is asked to.
+func (e *Edge) Run(ctx context.Context) error {
+	if err := kafka.WaitReady(ctx, e.client); err == nil {
+		e.mu.Lock()
+		e.ready = nil
+		e.mu.Unlock()
+		e.log.Info("edge ready", "brokers", e.cfg.SeedBrokers())
+	}
+	<-ctx.Done()
+	flushCtx, cancel := context.WithTimeout(context.Background(), e.cfg.Kafka.ProduceTimeout)
+	defer cancel()
+	if err := e.client.Flush(flushCtx); err != nil {
+		e.log.Warn("producer did not flush before shutdown", "err", err)
+	}
+	e.client.Close()
+	return nil
+}
+
+// produce writes recs and waits until Kafka acknowledged all of them or
+// one failed. It never waits for buffer space: a full producer buffer
+// fails at once, so memory stays bounded under overload.
+func (e *Edge) produce(ctx context.Context, tenant string, recs []*kgo.Record) error {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.Kafka.ProduceTimeout)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	wg.Add(len(recs))
+	for _, r := range recs {
+		e.client.TryProduce(ctx, r, func(_ *kgo.Record, err error) {
+			if err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+			wg.Done()
+		})
+	}
+	acked := make(chan struct{})
+	go func() { wg.Wait(); close(acked) }()
+	select {
+	case <-acked:
+	case <-ctx.Done():
+		// The client fails the records on its own shortly, but the
+		// sender is answered now: the timeout is a promise to it.
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = fmt.Errorf("no acknowledgement from Kafka within kafka.produce_timeout (%s): %w", e.cfg.Kafka.ProduceTimeout, context.Cause(ctx))
+		}
+		mu.Unlock()
+	}
+	e.metrics.produceDuration.Observe(time.Since(start).Seconds())
+	mu.Lock()
+	defer mu.Unlock()
+	if firstErr != nil {
+		e.metrics.produceFailures.WithLabelValues(produceFailureReason(firstErr)).Inc()
+		return firstErr
+	}
+	e.metrics.recordsProduced.WithLabelValues(tenant).Add(float64(len(recs)))
+	return nil
+}
+
+func produceFailureReason(err error) string {
+	switch {
+	case errors.Is(err, kgo.ErrMaxBuffered):
+		return "buffer_full"
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, kgo.ErrRecordTimeout):
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	}
+	return "error"
+}
+
+// newRecords turns encoded records into Kafka records of tenant's raw topic.
+func (e *Edge) newRecords(tenant, source string, received time.Time, enc []record.Encoded) []*kgo.Record {
+	topic := kafka.Topic(e.cfg.Kafka.TopicPrefix, tenant, kafka.KindRaw)
+	headers := record.Headers(record.Meta{Tenant: tenant, Source: source, ReceivedAt: received})
+	recs := make([]*kgo.Record, len(enc))
+	for i, en := range enc {
+		recs[i] = &kgo.Record{Topic: topic, Partition: en.Partition, Value: en.Value, Headers: headers, Timestamp: received}
+	}
+	return recs
+}
