@@ -56,10 +56,15 @@ func LabelsKey(ls map[string]string) string {
 // QueryRaw returns the raw samples of the series matching selector in the
 // window ending at end, via an instant query of selector[window].
 func QueryRaw(baseURL, tenant, selector string, window time.Duration, end time.Time) ([]Series, error) {
+	return QueryRawWithHeaders(baseURL, tenant, selector, window, end, nil)
+}
+
+// QueryRawWithHeaders is QueryRaw with extra request headers.
+func QueryRawWithHeaders(baseURL, tenant, selector string, window time.Duration, end time.Time, headers map[string]string) ([]Series, error) {
 	q := url.Values{}
 	q.Set("query", fmt.Sprintf("%s[%dms]", selector, window.Milliseconds()))
 	q.Set("time", strconv.FormatFloat(float64(end.UnixMilli())/1000, 'f', 3, 64))
-	body, err := Get(baseURL+"/api/v1/query?"+q.Encode(), tenant)
+	body, err := GetWithHeaders(baseURL+"/api/v1/query?"+q.Encode(), tenant, headers)
 	if err != nil {
 		return nil, err
 	}
@@ -108,10 +113,16 @@ func QueryRaw(baseURL, tenant, selector string, window time.Duration, end time.T
 
 // Get fetches url for tenant ("" sends no X-Scope-OrgID) and returns the
 // body of a 200 answer.
-func Get(u, tenant string) ([]byte, error) {
+func Get(u, tenant string) ([]byte, error) { return GetWithHeaders(u, tenant, nil) }
+
+// GetWithHeaders is Get with extra request headers.
+func GetWithHeaders(u, tenant string, headers map[string]string) ([]byte, error) {
 	req, err := http.NewRequest(http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
 	}
 	if tenant != "" {
 		req.Header.Set("X-Scope-OrgID", tenant)

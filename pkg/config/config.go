@@ -29,6 +29,44 @@ type Config struct {
 	Edge   EdgeConfig   `mapstructure:"edge" yaml:"edge"`
 	Stream StreamConfig `mapstructure:"stream" yaml:"stream"`
 	Sink   SinkConfig   `mapstructure:"sink" yaml:"sink"`
+	Bucket BucketConfig `mapstructure:"bucket" yaml:"bucket"`
+}
+
+// BucketConfig configures the object storage that receives TSDB blocks
+// (and rollup files).
+type BucketConfig struct {
+	// Backend is filesystem or s3. Default filesystem, under
+	// <data_dir>/bucket, so a first run needs no object store.
+	Backend string `mapstructure:"backend" yaml:"backend"`
+	// Dir is the filesystem bucket's directory. Default empty:
+	// <data_dir>/bucket.
+	Dir string         `mapstructure:"dir" yaml:"dir"`
+	S3  S3BucketConfig `mapstructure:"s3" yaml:"s3"`
+}
+
+// S3BucketConfig configures an S3-compatible bucket (AWS S3, MinIO, …).
+type S3BucketConfig struct {
+	// Bucket is the bucket name; it must exist.
+	Bucket string `mapstructure:"bucket" yaml:"bucket"`
+	// Endpoint is host[:port] of the S3 API, e.g. s3.eu-west-1.amazonaws.com
+	// or minio:9000.
+	Endpoint  string `mapstructure:"endpoint" yaml:"endpoint"`
+	Region    string `mapstructure:"region" yaml:"region"`
+	AccessKey string `mapstructure:"access_key" yaml:"access_key"`
+	SecretKey string `mapstructure:"secret_key" yaml:"secret_key"`
+	// Insecure uses plain HTTP (MinIO in a local stack). Default false.
+	Insecure bool `mapstructure:"insecure" yaml:"insecure"`
+	// PathStyle addresses the bucket in the path rather than the host
+	// name, as MinIO expects. Default false.
+	PathStyle bool `mapstructure:"path_style" yaml:"path_style"`
+}
+
+// BucketDir is the directory of the filesystem bucket.
+func (c *Config) BucketDir() string {
+	if c.Bucket.Dir != "" {
+		return c.Bucket.Dir
+	}
+	return filepath.Join(c.DataDir, "bucket")
 }
 
 // LogConfig configures the process log (log/slog).
@@ -221,6 +259,19 @@ type SinkConfig struct {
 	// QueryMaxSamples bounds the samples one query may load. Default 50M,
 	// as Prometheus.
 	QueryMaxSamples int `mapstructure:"query_max_samples" yaml:"query_max_samples"`
+	// StrongReadTimeout bounds how long a query with
+	// X-Read-Consistency: strong waits for the pipeline to catch up before
+	// it is answered 503. Default 10s: far above the normal end-to-end
+	// latency, short enough for a dashboard.
+	StrongReadTimeout time.Duration `mapstructure:"strong_read_timeout" yaml:"strong_read_timeout"`
+	// ShipBlocks uploads every TSDB block to the bucket (under
+	// blocks/<tenant>/<ULID>/ with Thanos metadata). Default true. A block
+	// past sink.retention is deleted locally only after its upload.
+	ShipBlocks bool `mapstructure:"ship_blocks" yaml:"ship_blocks"`
+	// ShipInterval is how often new blocks are looked for and uploaded,
+	// and failed uploads retried. Default 1m: blocks are cut every
+	// sink.block_duration, so a minute's delay is immaterial.
+	ShipInterval time.Duration `mapstructure:"ship_interval" yaml:"ship_interval"`
 }
 
 // Default returns the configuration used when nothing is set.
@@ -265,16 +316,20 @@ func Default() Config {
 			InstanceID:         hostname(),
 			TransactionTimeout: 30 * time.Second,
 		},
+		Bucket: BucketConfig{Backend: "filesystem"},
 		Sink: SinkConfig{
-			GroupID:         "weir-sink",
-			InstanceID:      hostname(),
-			TSDBShards:      2,
-			CommitInterval:  time.Second,
-			WALFsync:        true,
-			BlockDuration:   2 * time.Hour,
-			Retention:       15 * 24 * time.Hour,
-			QueryTimeout:    2 * time.Minute,
-			QueryMaxSamples: 50_000_000,
+			GroupID:           "weir-sink",
+			InstanceID:        hostname(),
+			TSDBShards:        2,
+			CommitInterval:    time.Second,
+			WALFsync:          true,
+			BlockDuration:     2 * time.Hour,
+			Retention:         15 * 24 * time.Hour,
+			QueryTimeout:      2 * time.Minute,
+			QueryMaxSamples:   50_000_000,
+			StrongReadTimeout: 10 * time.Second,
+			ShipBlocks:        true,
+			ShipInterval:      time.Minute,
 		},
 	}
 }
@@ -336,6 +391,8 @@ func (c *Config) Validate() error {
 		{"sink.block_duration", c.Sink.BlockDuration},
 		{"sink.retention", c.Sink.Retention},
 		{"sink.query_timeout", c.Sink.QueryTimeout},
+		{"sink.strong_read_timeout", c.Sink.StrongReadTimeout},
+		{"sink.ship_interval", c.Sink.ShipInterval},
 	} {
 		if d.v <= 0 {
 			bad(d.name, "must be positive, got %s", d.v)
@@ -423,6 +480,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Sink.QueryMaxSamples < 1 {
 		bad("sink.query_max_samples", "must be positive, got %d", c.Sink.QueryMaxSamples)
+	}
+	switch c.Bucket.Backend {
+	case "filesystem":
+	case "s3":
+		if c.Bucket.S3.Bucket == "" || c.Bucket.S3.Endpoint == "" {
+			bad("bucket.s3.bucket", "bucket.s3.bucket and bucket.s3.endpoint must be set when bucket.backend is s3")
+		}
+	default:
+		bad("bucket.backend", "%q is not one of filesystem, s3", c.Bucket.Backend)
 	}
 	return errors.Join(errs...)
 }

@@ -108,7 +108,7 @@ func Load(fs *pflag.FlagSet) (Config, error) {
 func (c Config) YAML() ([]byte, error) {
 	node := map[string]any{}
 	for k, v := range leafValues(c) {
-		if strings.HasSuffix(k, "password") && v != "" {
+		if (strings.HasSuffix(k, "password") || strings.HasSuffix(k, "secret_key")) && v != "" {
 			v = "<secret>"
 		}
 		if d, ok := v.(fmt.Stringer); ok && reflect.TypeOf(v).Kind() == reflect.Int64 {

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/exemplar"
@@ -31,6 +32,9 @@ type Shard struct {
 	tenant string
 	n      int
 	db     *tsdb.DB
+	// dbp is db for the TSDB's own goroutines, which may call back
+	// before Open returned.
+	dbp atomic.Pointer[tsdb.DB]
 
 	mu         sync.Mutex
 	checkpoint map[int32]int64
@@ -39,17 +43,22 @@ type Shard struct {
 
 func openShard(dir, ten string, n int, o Options) (*Shard, error) {
 	logger := o.Logger.With("tenant", ten, "shard", n)
-	db, err := tsdb.Open(dir, logger, nil, tsdbOptions(o), nil)
+	sh := &Shard{dir: dir, tenant: ten, n: n, checkpoint: map[int32]int64{}, scratch: labels.NewScratchBuilder(16)}
+	db, err := tsdb.Open(dir, logger, nil, tsdbOptions(o, sh), nil)
 	if err != nil {
 		return nil, fmt.Errorf("opening TSDB shard %d of tenant %s in %s: %w", n, ten, dir, err)
 	}
-	sh := &Shard{dir: dir, tenant: ten, n: n, db: db, checkpoint: map[int32]int64{}, scratch: labels.NewScratchBuilder(16)}
+	sh.db = db
+	sh.dbp.Store(db)
 	if err := sh.loadCheckpoint(); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
 	return sh, nil
 }
+
+// Dir is the shard's TSDB directory.
+func (sh *Shard) Dir() string { return sh.dir }
 
 // DB is the shard's TSDB.
 func (sh *Shard) DB() *tsdb.DB { return sh.db }

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/util/compression"
@@ -38,7 +39,11 @@ type Options struct {
 	OutOfOrderWindow time.Duration
 	// MaxExemplars bounds the exemplars each shard keeps in memory.
 	MaxExemplars int64
-	Logger       *slog.Logger
+	// CanDeleteBlock, when set, must approve every block the TSDB wants
+	// to delete (past retention); the sink uses it so that a block is
+	// never deleted before it was uploaded.
+	CanDeleteBlock func(sh *Shard, id ulid.ULID) bool
+	Logger         *slog.Logger
 }
 
 // Store holds the shards of every tenant.
@@ -201,7 +206,7 @@ func (s *Store) Close() error {
 	return errors.Join(errs...)
 }
 
-func tsdbOptions(o Options) *tsdb.Options {
+func tsdbOptions(o Options, sh *Shard) *tsdb.Options {
 	opts := tsdb.DefaultOptions()
 	opts.MinBlockDuration = o.BlockDuration.Milliseconds()
 	// Blocks are not compacted into larger ones locally: object storage
@@ -212,5 +217,21 @@ func tsdbOptions(o Options) *tsdb.Options {
 	opts.EnableExemplarStorage = true
 	opts.MaxExemplars = o.MaxExemplars
 	opts.WALCompression = compression.Snappy
+	opts.BlocksToDelete = func(blocks []*tsdb.Block) map[ulid.ULID]struct{} {
+		db := sh.dbp.Load()
+		if db == nil {
+			// Still opening: delete nothing yet; the next reload will.
+			return nil
+		}
+		del := tsdb.DefaultBlocksToDelete(db)(blocks)
+		if o.CanDeleteBlock != nil {
+			for id := range del {
+				if !o.CanDeleteBlock(sh, id) {
+					delete(del, id)
+				}
+			}
+		}
+		return del
+	}
 	return opts
 }

@@ -72,4 +72,3 @@ func BenchmarkEdgePath(b *testing.B) {
 	}
 	b.ReportMetric(float64(samples)/b.Elapsed().Seconds(), "samples/s")
 }
-

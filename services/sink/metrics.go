@@ -15,6 +15,7 @@ type metrics struct {
 	appendFailures     prometheus.Counter
 	flushDuration      prometheus.Histogram
 	endToEnd           prometheus.Histogram
+	strongReadWait     prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer, store *tsdbstore.Store) *metrics {
@@ -55,7 +56,12 @@ func newMetrics(reg prometheus.Registerer, store *tsdbstore.Store) *metrics {
 			NativeHistogramBucketFactor: 1.1,
 		}),
 	}
-	reg.MustRegister(m.samplesAppended, m.samplesDiscarded, m.exemplarsAppended, m.exemplarsDiscarded,
+	m.strongReadWait = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "weir_sink_strong_read_wait_seconds",
+		Help:    "Time strong-consistency queries waited for the pipeline to catch up.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+	})
+	reg.MustRegister(m.strongReadWait, m.samplesAppended, m.samplesDiscarded, m.exemplarsAppended, m.exemplarsDiscarded,
 		m.recordsDiscarded, m.appendFailures, m.flushDuration, m.endToEnd, headCollector{store})
 	return m
 }

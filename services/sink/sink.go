@@ -13,16 +13,19 @@ import (
 	"sync"
 	"time"
 
+	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/weir-metrics/weir/pkg/bucket"
 	"github.com/weir-metrics/weir/pkg/config"
 	"github.com/weir-metrics/weir/pkg/kafka"
 	"github.com/weir-metrics/weir/pkg/promapi"
 	"github.com/weir-metrics/weir/pkg/prw"
 	"github.com/weir-metrics/weir/pkg/record"
+	"github.com/weir-metrics/weir/pkg/shipper"
 	"github.com/weir-metrics/weir/pkg/tenant"
 	"github.com/weir-metrics/weir/pkg/tsdbstore"
 	"github.com/weir-metrics/weir/services/app"
@@ -36,16 +39,25 @@ type Sink struct {
 	api     *promapi.API
 	metrics *metrics
 	lag     *kafka.LagTracker
+	// shipping is nil when sink.ship_blocks is off.
+	shipping *shipping
+
+	tenantFromRequest func(*http.Request) (string, error)
 
 	mu    sync.Mutex
 	ready error
 
+	// client is set once Run connected (guarded by mu: strong reads use
+	// it from other goroutines).
+	client *kgo.Client
+	// positions is written by the consume loop and read by strong-read
+	// queries.
+	positions positions
+
 	// Owned by the consume loop (and the rebalance callbacks, which
 	// kgo runs only between polls because of BlockRebalanceOnPoll).
-	client *kgo.Client
-	next   map[string]map[int32]int64 // topic → partition → next offset to consume
-	dirty  map[*tsdbstore.Shard]struct{}
-	req    prw.Request
+	dirty map[*tsdbstore.Shard]struct{}
+	req   prw.Request
 	// stalled is set when shutdown interrupted a retried append: no later
 	// record of the poll may be stored, or offsets would skip it.
 	stalled bool
@@ -54,20 +66,32 @@ type Sink struct {
 // New opens the TSDB shards on disk and prepares the query API.
 func New(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, build promapi.BuildInfo) (*Sink, error) {
 	log = log.With("service", "sink")
+	s := &Sink{cfg: cfg, log: log}
+	var canDelete func(*tsdbstore.Shard, ulid.ULID) bool
+	if cfg.Sink.ShipBlocks {
+		bkt, err := bucket.Open(cfg, log, reg, "sink")
+		if err != nil {
+			return nil, err
+		}
+		s.shipping = &shipping{bkt: bkt, metrics: shipper.NewMetrics(reg), s: s, shippers: map[*tsdbstore.Shard]*shipper.Shipper{}}
+		canDelete = s.shipping.canDelete
+	}
 	store, err := tsdbstore.Open(tsdbstore.Options{
 		Dir:              cfg.TSDBDir(),
 		Shards:           cfg.Sink.TSDBShards,
 		BlockDuration:    cfg.Sink.BlockDuration,
 		Retention:        cfg.Sink.Retention,
 		OutOfOrderWindow: cfg.Sink.OutOfOrderWindow,
+		CanDeleteBlock:   canDelete,
 		Logger:           log,
 	})
 	if err != nil {
 		return nil, err
 	}
+	tenantFromRequest := func(r *http.Request) (string, error) { return tenant.FromHeader(r.Header), nil }
 	api, err := promapi.New(promapi.Options{
 		Source:            store,
-		TenantFromRequest: func(r *http.Request) (string, error) { return tenant.FromHeader(r.Header), nil },
+		TenantFromRequest: tenantFromRequest,
 		Logger:            log,
 		Registerer:        reg,
 		MaxSamples:        cfg.Sink.QueryMaxSamples,
@@ -78,17 +102,13 @@ func New(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, build 
 		_ = store.Close()
 		return nil, err
 	}
-	s := &Sink{
-		cfg:     cfg,
-		log:     log,
-		store:   store,
-		api:     api,
-		metrics: newMetrics(reg, store),
-		lag:     kafka.NewLagTracker(reg, "sink", cfg.Kafka.TopicPrefix),
-		ready:   errors.New("not caught up with its partitions yet"),
-		next:    map[string]map[int32]int64{},
-		dirty:   map[*tsdbstore.Shard]struct{}{},
-	}
+	s.tenantFromRequest = tenantFromRequest
+	s.store = store
+	s.api = api
+	s.metrics = newMetrics(reg, store)
+	s.lag = kafka.NewLagTracker(reg, "sink", cfg.Kafka.TopicPrefix)
+	s.ready = errors.New("not caught up with its partitions yet")
+	s.dirty = map[*tsdbstore.Shard]struct{}{}
 	return s, nil
 }
 
@@ -97,7 +117,7 @@ func (s *Sink) Name() string { return "sink" }
 
 // RegisterRoutes implements app.Service.
 func (s *Sink) RegisterRoutes(mux *app.Mux) {
-	mux.Handle("/api/v1/", "query_api", s.api.Handler())
+	mux.Handle("/api/v1/", "query_api", s.readConsistency(s.api.Handler()))
 }
 
 // Ready implements app.Service: ready once the sink consumed what its
@@ -119,6 +139,14 @@ func (s *Sink) Run(ctx context.Context) error {
 			s.log.Error("closing TSDB shards", "err", err)
 		}
 	}()
+	if s.shipping != nil {
+		shipCtx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { s.shipping.run(shipCtx); close(done) }()
+		// Stop shipping before the TSDBs close (deferred above, so it
+		// runs after this).
+		defer func() { cancel(); <-done }()
+	}
 	opts, err := kafka.ClientOpts(s.cfg, s.log)
 	if err != nil {
 		return err
@@ -129,6 +157,9 @@ func (s *Sink) Run(ctx context.Context) error {
 		kgo.ConsumeRegex(),
 		kgo.ConsumeTopics(kafka.TopicRegex(s.cfg.Kafka.TopicPrefix, kafka.KindSeries)),
 		kgo.DisableAutoCommit(),
+		// Transaction markers come back as records so the sink's position
+		// moves past them; strong reads compare it with end offsets.
+		kgo.KeepControlRecords(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.FetchMaxWait(500*time.Millisecond),
 		kgo.AdjustFetchOffsetsFn(s.adjustOffsets),
@@ -138,7 +169,7 @@ func (s *Sink) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("creating sink consumer: %w", err)
 	}
-	s.client = cl
+	s.setClient(cl)
 	defer cl.Close()
 
 	lastFlush := time.Now()
@@ -159,6 +190,7 @@ func (s *Sink) Run(ctx context.Context) error {
 			}
 		})
 		fetches.EachRecord(func(r *kgo.Record) { s.store1(ctx, r) })
+		s.positions.publish()
 		s.lag.Observe(fetches)
 		if fetches.NumRecords() == 0 || s.lag.Total() == 0 {
 			s.markCaughtUp()
@@ -186,9 +218,13 @@ func (s *Sink) store1(ctx context.Context, r *kgo.Record) {
 	if s.stalled {
 		return
 	}
+	if r.Attrs.IsControl() {
+		s.positions.advance(r.Topic, r.Partition, r.Offset+1)
+		return
+	}
 	defer func() {
 		if !s.stalled {
-			s.advance(r)
+			s.positions.advance(r.Topic, r.Partition, r.Offset+1)
 		}
 	}()
 	meta, err := record.ParseHeaders(r.Headers)
@@ -247,15 +283,6 @@ func (s *Sink) discardRecord(ten, reason string, r *kgo.Record, err error) {
 	s.log.Warn("discarding unreadable record", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "reason", reason, "err", err)
 }
 
-func (s *Sink) advance(r *kgo.Record) {
-	parts := s.next[r.Topic]
-	if parts == nil {
-		parts = map[int32]int64{}
-		s.next[r.Topic] = parts
-	}
-	parts[r.Partition] = r.Offset + 1
-}
-
 // flush makes the stored samples durable, records the offsets next to
 // them, then commits the offsets to Kafka. In that order, a crash at any
 // point leaves Kafka's offsets at or behind the data, never ahead.
@@ -270,7 +297,7 @@ func (s *Sink) flush(ctx context.Context) {
 		}
 	}
 	commit := map[string]map[int32]kgo.EpochOffset{}
-	for topic, parts := range s.next {
+	for topic, parts := range s.positions.snapshot() {
 		ten, _, ok := kafka.ParseTopic(s.cfg.Kafka.TopicPrefix, topic)
 		if !ok {
 			continue
@@ -359,10 +386,6 @@ func (s *Sink) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32)
 }
 
 func (s *Sink) forget(parts map[string][]int32) {
-	for topic, ps := range parts {
-		for _, p := range ps {
-			delete(s.next[topic], p)
-		}
-	}
+	s.positions.forget(parts)
 	s.lag.Revoke(parts)
 }

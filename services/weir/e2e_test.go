@@ -242,3 +242,58 @@ func TestSeparateProcesses(t *testing.T) {
 		p.Stop(30 * time.Second)
 	}
 }
+
+// TestStrongReadSeesAcknowledgedWrite holds the stream stage back so a
+// just-acknowledged write has not reached the sink: an eventual read does
+// not see it, a strong read waits until it does.
+func TestStrongReadSeesAcknowledgedWrite(t *testing.T) {
+	dir := t.TempDir()
+	kafkaAddr := weirtest.FreeAddr(t)
+	common := func(sub string) []string {
+		return []string{"--data-dir=" + filepath.Join(dir, sub), "--kafka.embedded.addr=" + kafkaAddr}
+	}
+	broker := weirtest.Start(t, "broker", append([]string{"broker"}, common("broker")...)...)
+	broker.WaitReady(30 * time.Second)
+	edge := weirtest.Start(t, "edge", append([]string{"edge"}, common("edge")...)...)
+	sink := weirtest.Start(t, "sink", append([]string{"sink", "--sink.instance-id=k1"}, common("sink")...)...)
+	edge.WaitReady(30 * time.Second)
+	sink.WaitReady(30 * time.Second)
+
+	now := time.Now().Truncate(time.Second)
+	want := writeBoth(t, edge.URL(), "ryw", now.Add(-time.Minute).UnixMilli())
+	// No stream worker runs: the write is in the raw topic only.
+	got, err := weirtest.QueryRaw(sink.URL(), "ryw", `{job="e2e"}`, time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 0 {
+		t.Fatalf("eventual read saw %d series before the stream stage ran", len(got))
+	}
+
+	type result struct {
+		series []weirtest.Series
+		err    error
+		took   time.Duration
+	}
+	done := make(chan result, 1)
+	go func() {
+		start := time.Now()
+		s, err := weirtest.QueryRawWithHeaders(sink.URL(), "ryw", `{job="e2e"}`, time.Hour, now, map[string]string{"X-Read-Consistency": "strong"})
+		done <- result{s, err, time.Since(start)}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	select {
+	case r := <-done:
+		t.Fatalf("strong read returned before the data could be there: %v (%d series, after %s)", r.err, len(r.series), r.took)
+	default:
+	}
+	stream := weirtest.Start(t, "stream", append([]string{"stream", "--stream.instance-id=s1"}, common("stream")...)...)
+	stream.WaitReady(30 * time.Second)
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("strong read failed after %s: %v", r.took, r.err)
+	}
+	if err := compare(r.series, want); err != nil {
+		t.Fatalf("strong read did not see the acknowledged write: %v", err)
+	}
+}
