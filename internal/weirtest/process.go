@@ -65,9 +65,11 @@ func FreeAddr(t testing.TB) string {
 
 // Process is a running weir process.
 type Process struct {
-	t       testing.TB
-	Name    string
-	Args    []string
+	t    testing.TB
+	Name string
+	Args []string
+	// Env holds extra environment variables (WEIR_…) of the process.
+	Env     []string
 	HTTP    string // host:port of its HTTP listener
 	cmd     *exec.Cmd
 	logs    *syncBuffer
@@ -80,7 +82,14 @@ type Process struct {
 // test failed.
 func Start(t testing.TB, name string, args ...string) *Process {
 	t.Helper()
-	p := &Process{t: t, Name: name, Args: args, HTTP: FreeAddr(t)}
+	return StartWithEnv(t, name, nil, args...)
+}
+
+// StartWithEnv is Start with extra environment variables, for settings
+// that have no flag.
+func StartWithEnv(t testing.TB, name string, env []string, args ...string) *Process {
+	t.Helper()
+	p := &Process{t: t, Name: name, Args: args, Env: env, HTTP: FreeAddr(t)}
 	p.start()
 	t.Cleanup(func() {
 		p.Kill()
@@ -95,6 +104,7 @@ func (p *Process) start() {
 	p.t.Helper()
 	p.logs = &syncBuffer{}
 	p.cmd = exec.Command(Binary(p.t), append(p.Args, "--http.addr="+p.HTTP)...)
+	p.cmd.Env = append(os.Environ(), p.Env...)
 	p.cmd.Stdout = p.logs
 	p.cmd.Stderr = p.logs
 	p.done = make(chan struct{})
@@ -173,6 +183,16 @@ func (p *Process) Kill() {
 	}
 	_ = p.cmd.Process.Kill()
 	<-p.done
+}
+
+// Run runs the built binary with args to completion and returns its
+// combined output.
+func Run(t testing.TB, env []string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(Binary(t), args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
 
 // Exited reports whether the process has exited.

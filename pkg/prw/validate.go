@@ -33,7 +33,7 @@ func (e *InvalidSeriesError) Error() string {
 func (e *InvalidSeriesError) Unwrap() error { return e.Err }
 
 func invalidSeries(ls []Label, err error, format string, args ...any) *InvalidSeriesError {
-	return &InvalidSeriesError{Series: formatSelector(ls), Reason: fmt.Sprintf(format, args...), Err: err}
+	return &InvalidSeriesError{Series: Selector(ls), Reason: fmt.Sprintf(format, args...), Err: err}
 }
 
 // Normalize sorts ts.Labels by name if they are not sorted (it does not
@@ -129,10 +129,10 @@ func validateHistogram(h *Histogram) error {
 // in HTTP responses and logs.
 const maxSelectorLen = 1024
 
-// formatSelector renders labels as a PromQL selector: name{l="v", ...},
+// Selector renders labels as a PromQL selector: name{l="v", ...},
 // with the Prometheus 3 quoted form {"name", "l.x"="v"} for names outside
 // the legacy charset.
-func formatSelector(ls []Label) string {
+func Selector(ls []Label) string {
 	var b strings.Builder
 	name, hasName := "", false
 	for _, l := range ls {

@@ -133,11 +133,11 @@ func TestFormatSelector(t *testing.T) {
 		{ls("__name__", "my.metric", "service.name", "x\n"), `{"my.metric", "service.name"="x\n"}`},
 		{ls("a", "1", "b", "2"), `{a="1", b="2"}`},
 	} {
-		if got := formatSelector(tc.ls); got != tc.want {
-			t.Errorf("formatSelector(%v) = %s, want %s", tc.ls, got, tc.want)
+		if got := Selector(tc.ls); got != tc.want {
+			t.Errorf("Selector(%v) = %s, want %s", tc.ls, got, tc.want)
 		}
 	}
-	long := formatSelector(ls("__name__", "up", "v", strings.Repeat("é", 2000)))
+	long := Selector(ls("__name__", "up", "v", strings.Repeat("é", 2000)))
 	if len(long) > maxSelectorLen+8 || !strings.HasSuffix(long, "...}") {
 		t.Errorf("long selector not truncated: %d bytes", len(long))
 	}

@@ -2,7 +2,6 @@ package record
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/weir-metrics/weir/pkg/prw"
 )
@@ -30,9 +29,10 @@ type Encoded struct {
 // larger than a limit, splitting a group by series when needed. A Builder
 // reuses its buffers; it is not safe for concurrent use.
 type Builder struct {
-	encs  []prw.Encoder
-	sizes []int
-	out   []Encoded
+	hasher Hasher
+	encs   []prw.Encoder
+	sizes  []int
+	out    []Encoded
 }
 
 // Build encodes series (labels sorted) into records for a topic with
@@ -54,9 +54,9 @@ func (b *Builder) Build(tenant string, series []prw.TimeSeries, partitions, maxB
 		ts := &series[i]
 		size := prw.SeriesSizeUpperBound(ts)
 		if size+requestOverhead > maxBytes {
-			return nil, &SeriesTooLargeError{Series: seriesString(ts.Labels), Size: size, MaxBytes: maxBytes}
+			return nil, &SeriesTooLargeError{Series: prw.Selector(ts.Labels), Size: size, MaxBytes: maxBytes}
 		}
-		p := int(Partition(tenant, ts.Labels, partitions))
+		p := int(b.hasher.Hash(tenant, ts.Labels) % uint64(partitions))
 		if b.sizes[p]+size > maxBytes && b.encs[p].Len() > 0 {
 			b.flush(p)
 		}
@@ -83,17 +83,4 @@ func (b *Builder) flush(p int) {
 	b.out = append(b.out, Encoded{Partition: int32(p), Value: val, Series: enc.Len()})
 	enc.Reset()
 	b.sizes[p] = requestOverhead
-}
-
-func seriesString(ls []prw.Label) string {
-	var sb strings.Builder
-	sb.WriteByte('{')
-	for i, l := range ls {
-		if i > 0 {
-			sb.WriteString(", ")
-		}
-		fmt.Fprintf(&sb, "%s=%q", l.Name, l.Value)
-	}
-	sb.WriteByte('}')
-	return sb.String()
 }

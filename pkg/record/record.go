@@ -32,6 +32,8 @@ const (
 	SourcePRW1   = "prw1"
 	SourcePRW2   = "prw2"
 	SourceInflux = "influx"
+	// SourceOpenMetrics marks data backfilled from OpenMetrics files.
+	SourceOpenMetrics = "openmetrics"
 )
 
 // Meta is what a record's headers say about it.
@@ -116,18 +118,27 @@ func Decode(m Meta, value []byte, req *prw.Request) error {
 // the sorted label pairs, each string followed by 0xff (a byte that never
 // occurs in UTF-8). Changing it would move series between partitions.
 func SeriesHash(tenant string, labels []prw.Label) uint64 {
-	var d xxhash.Digest
-	d.Reset()
-	sep := []byte{0xff}
-	_, _ = d.WriteString(tenant)
-	_, _ = d.Write(sep)
+	var h Hasher
+	return h.Hash(tenant, labels)
+}
+
+// Hasher computes SeriesHash with a reused buffer: hashing one contiguous
+// buffer is about three times faster than feeding xxhash string by string,
+// and this runs for every series the edge receives.
+type Hasher struct{ buf []byte }
+
+// Hash returns SeriesHash(tenant, labels).
+func (h *Hasher) Hash(tenant string, labels []prw.Label) uint64 {
+	b := append(h.buf[:0], tenant...)
+	b = append(b, 0xff)
 	for _, l := range labels {
-		_, _ = d.WriteString(l.Name)
-		_, _ = d.Write(sep)
-		_, _ = d.WriteString(l.Value)
-		_, _ = d.Write(sep)
+		b = append(b, l.Name...)
+		b = append(b, 0xff)
+		b = append(b, l.Value...)
+		b = append(b, 0xff)
 	}
-	return d.Sum64()
+	h.buf = b
+	return xxhash.Sum64(b)
 }
 
 // Partition is the partition a series goes to, of a topic with n

@@ -220,4 +220,3 @@ func TestUnavailableBucket(t *testing.T) {
 		t.Fatalf("retry uploaded %d: %v", n, err)
 	}
 }
-

@@ -69,6 +69,7 @@ func rootCommand() *cobra.Command {
 		target("sink", "Run a sink worker: series topics to TSDB shards, and the query API", "sink"),
 		target("broker", "Run the embedded Kafka-protocol broker alone", "broker"),
 		configCommand(),
+		backfillCommand(),
 	)
 	return root
 }

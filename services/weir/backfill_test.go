@@ -1,0 +1,108 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/weir-metrics/weir/internal/weirtest"
+	"github.com/weir-metrics/weir/pkg/backfill"
+)
+
+// TestBackfillDayOfHistory backfills a day of data behind live data, in
+// each file format, and reads all of it back through the query API.
+func TestBackfillDayOfHistory(t *testing.T) {
+	dir := t.TempDir()
+	kafkaAddr := weirtest.FreeAddr(t)
+	args := []string{"--data-dir=" + filepath.Join(dir, "weir"), "--kafka.embedded.addr=" + kafkaAddr}
+	env := []string{"WEIR_SINK_OUT_OF_ORDER_WINDOW=48h"}
+	p := weirtest.StartWithEnv(t, "all", env, append([]string{"all"}, args...)...)
+	p.WaitReady(30 * time.Second)
+
+	// Live data first, so the history lands behind the head.
+	now := time.Now().Truncate(time.Minute)
+	live := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
+		Labels:  []prompb.Label{{Name: "__name__", Value: "history_om"}, {Name: "room", Value: "a"}},
+		Samples: []prompb.Sample{{Value: -1, Timestamp: now.UnixMilli()}},
+	}}}
+	if err := weirtest.MustWrite(weirtest.WriteV1(p.URL(), "hist", live)); err != nil {
+		t.Fatal(err)
+	}
+
+	start := now.Add(-25 * time.Hour)
+	const step = 5 * time.Minute
+	points := int(24 * time.Hour / step)
+	var om strings.Builder
+	om.WriteString("# TYPE history_om gauge\n")
+	var prwFile []byte
+	for i := 0; i < points; i++ {
+		ts := start.Add(time.Duration(i) * step)
+		for _, room := range []string{"a", "b"} {
+			fmt.Fprintf(&om, "history_om{room=%q} %d %d\n", room, i, ts.UnixMilli()/1000)
+		}
+		req := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
+			Labels:  []prompb.Label{{Name: "__name__", Value: "history_prw"}, {Name: "room", Value: "a"}},
+			Samples: []prompb.Sample{{Value: float64(i) * 2, Timestamp: ts.UnixMilli()}},
+		}}}
+		body, _ := req.Marshal()
+		prwFile = backfill.AppendPRW(prwFile, snappy.Encode(nil, body))
+	}
+	om.WriteString("# EOF\n")
+	omPath := filepath.Join(dir, "day.om")
+	prwPath := filepath.Join(dir, "day.prw")
+	if err := os.WriteFile(omPath, []byte(om.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(prwPath, prwFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range [][]string{
+		{"--format=openmetrics", omPath},
+		{"--format=prw", "--prw-version=1", prwPath},
+	} {
+		out, err := weirtest.Run(t, nil, append(append([]string{"backfill", "--tenant=hist", "--max-age=72h"}, args...), c...)...)
+		if err != nil {
+			t.Fatalf("weir backfill %v: %v\n%s", c, err, out)
+		}
+		if !strings.Contains(out, "written to weir.hist.raw") {
+			t.Fatalf("backfill output does not report what it wrote:\n%s", out)
+		}
+	}
+
+	want := map[string]int{
+		`{__name__="history_om",room="a"}`:  points + 1,
+		`{__name__="history_om",room="b"}`:  points,
+		`{__name__="history_prw",room="a"}`: points,
+	}
+	weirtest.Eventually(t, 60*time.Second, func() error {
+		series, err := weirtest.QueryRaw(p.URL(), "hist", `{__name__=~"history_.*"}`, 26*time.Hour, now.Add(time.Minute))
+		if err != nil {
+			return err
+		}
+		if len(series) != len(want) {
+			return fmt.Errorf("%d series, want %d", len(series), len(want))
+		}
+		for _, s := range series {
+			if len(s.Points) != want[s.Key()] {
+				return fmt.Errorf("%s: %d points, want %d", s.Key(), len(s.Points), want[s.Key()])
+			}
+		}
+		return nil
+	})
+
+	// Older than the bound: refused with a message that says what to do.
+	old := filepath.Join(dir, "old.om")
+	if err := os.WriteFile(old, []byte(fmt.Sprintf("too_old 1 %d\n", now.Add(-100*time.Hour).Unix())), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := weirtest.Run(t, nil, append(append([]string{"backfill", "--tenant=hist", "--max-age=72h", "--format=openmetrics"}, args...), old)...)
+	if err == nil || !strings.Contains(out, "older than the backfill bound") {
+		t.Fatalf("too old backfill: err %v\n%s", err, out)
+	}
+}
