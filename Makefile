@@ -2,6 +2,7 @@
 #
 #   make run    build and start weir all-in-one on its embedded defaults
 #   make test   run the tests of every module in go.work
+#   make stack  run broker, edge, stream and sink as separate local processes
 
 GO       ?= go
 BIN      := bin/weir
@@ -13,7 +14,7 @@ MODULES  := .
 # -race costs 5-10x; the suite still fits well inside CI's budget.
 TESTFLAGS ?= -race -timeout 20m
 
-.PHONY: all build run test vet fmt bench clean
+.PHONY: all build run test test-deps vet fmt bench clean stack stack-down
 
 all: build
 
@@ -23,10 +24,35 @@ build:
 run: build
 	./$(BIN) all
 
-test: vet
+# The docker-compose topology without Docker: weir broker, edge, stream and
+# sink on loopback with deploy/compose/weir.yaml, state and logs under
+# data/stack. Ctrl-C (or make stack-down from another terminal) stops it.
+stack: build
+	WEIR=$(BIN) deploy/stack/stack.sh up
+
+stack-down:
+	deploy/stack/stack.sh down
+
+test: test-deps vet
 	@set -e; for m in $(MODULES); do \
 		echo "== go test $$m"; \
 		(cd $$m && $(GO) test $(TESTFLAGS) ./...); \
+	done
+
+# Real peers some tests talk to, from Debian's packages: kcat (an ordinary
+# Kafka client against the embedded broker), Chromium (the status page),
+# Node.js and npm (DuckDB for Node runs docs/rollups.md's queries).
+# Installed when missing and apt-get can run; otherwise the tests that need
+# them fail and say what to install.
+TEST_DEPS := kcat:kcat chromium:chromium npm:nodejs npm:npm
+test-deps:
+	@for d in $(TEST_DEPS); do cmd=$${d%%:*}; pkg=$${d#*:}; \
+		command -v $$cmd >/dev/null && continue; \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing $$pkg for the tests"; \
+			apt-get install -y --no-install-recommends $$pkg >/dev/null 2>&1 || \
+			{ apt-get update >/dev/null && apt-get install -y --no-install-recommends $$pkg >/dev/null; }; \
+		else echo "warning: $$cmd is missing (apt-get install $$pkg); tests that need it will fail"; fi; \
 	done
 
 vet:

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"sort"
@@ -95,14 +96,14 @@ func QueryRawWithHeaders(baseURL, tenant, selector string, window time.Duration,
 			if err != nil {
 				return nil, err
 			}
-			s.Points = append(s.Points, Point{T: int64(ts*1000 + 0.5), V: val})
+			s.Points = append(s.Points, Point{T: int64(math.Round(ts * 1000)), V: val})
 		}
 		for _, h := range r.Histograms {
 			ts, _ := h[0].(float64)
 			m, _ := h[1].(map[string]any)
 			cnt, _ := strconv.ParseFloat(fmt.Sprint(m["count"]), 64)
 			sum, _ := strconv.ParseFloat(fmt.Sprint(m["sum"]), 64)
-			s.Points = append(s.Points, Point{T: int64(ts*1000 + 0.5), Histogram: &HistogramPoint{Count: cnt, Sum: sum}})
+			s.Points = append(s.Points, Point{T: int64(math.Round(ts * 1000)), Histogram: &HistogramPoint{Count: cnt, Sum: sum}})
 		}
 		sort.Slice(s.Points, func(i, j int) bool { return s.Points[i].T < s.Points[j].T })
 		out = append(out, s)

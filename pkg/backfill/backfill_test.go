@@ -11,6 +11,7 @@ import (
 	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/prompb"
 
+	"github.com/weir-metrics/weir/pkg/influx"
 	"github.com/weir-metrics/weir/pkg/prw"
 )
 
@@ -113,5 +114,25 @@ func drain(r Reader) error {
 		if err != nil {
 			return err
 		}
+	}
+}
+
+func TestInfluxFile(t *testing.T) {
+	var b strings.Builder
+	for i := 0; i < 25; i++ {
+		fmt.Fprintf(&b, "cpu,host=h%d usage_idle=%d.5,usage_user=%di %d\n", i%3, i, i, int64(1700000000+i)*1_000_000_000)
+	}
+	got := collect(t, NewInfluxReader(strings.NewReader(b.String()), influx.Nanosecond, 10))
+	idle := got["__name__=cpu_usage_idle,host=h1,"]
+	if len(idle) != 8 || idle[0].Value != 1.5 || idle[0].Timestamp != 1700000001000 {
+		t.Fatalf("cpu_usage_idle{host=h1}: %+v (all: %v)", idle, got)
+	}
+	err := drain(NewInfluxReader(strings.NewReader("cpu v=1 1700000000000000000\ncpu v=2\n"), influx.Nanosecond, 10))
+	if err == nil || !strings.Contains(err.Error(), "no timestamp") {
+		t.Fatalf("line without timestamp: %v", err)
+	}
+	err = drain(NewInfluxReader(strings.NewReader("cpu v=1 1000000000\ncpu v=1 2000000000\ncpu,=x v=2 3000000000\n"), influx.Nanosecond, 2))
+	if err == nil || !strings.Contains(err.Error(), "line 3") {
+		t.Fatalf("bad line: %v", err)
 	}
 }

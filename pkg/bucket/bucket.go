@@ -12,7 +12,6 @@ import (
 	gokitlog "github.com/go-kit/log"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/thanos-io/objstore"
-	"github.com/thanos-io/objstore/providers/filesystem"
 	"github.com/thanos-io/objstore/providers/s3"
 
 	"github.com/weir-metrics/weir/pkg/config"
@@ -27,7 +26,7 @@ func Open(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, compo
 	)
 	switch cfg.Bucket.Backend {
 	case "filesystem":
-		bkt, err = filesystem.NewBucket(cfg.BucketDir())
+		bkt, err = newAtomicFilesystem(cfg.BucketDir())
 		if err != nil {
 			return nil, fmt.Errorf("opening filesystem bucket %s: %w", cfg.BucketDir(), err)
 		}

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/prometheus/common/model"
 )
 
 // Config is the whole configuration of a weir process, whatever targets it
@@ -25,11 +27,13 @@ type Config struct {
 
 	Log    LogConfig    `mapstructure:"log" yaml:"log"`
 	HTTP   HTTPConfig   `mapstructure:"http" yaml:"http"`
+	Auth   AuthConfig   `mapstructure:"auth" yaml:"auth"`
 	Kafka  KafkaConfig  `mapstructure:"kafka" yaml:"kafka"`
 	Edge   EdgeConfig   `mapstructure:"edge" yaml:"edge"`
 	Stream StreamConfig `mapstructure:"stream" yaml:"stream"`
 	Sink   SinkConfig   `mapstructure:"sink" yaml:"sink"`
 	Bucket BucketConfig `mapstructure:"bucket" yaml:"bucket"`
+	Rollup RollupConfig `mapstructure:"rollup" yaml:"rollup"`
 }
 
 // BucketConfig configures the object storage that receives TSDB blocks
@@ -99,6 +103,39 @@ type HTTPConfig struct {
 	// MaxHeaderBytes bounds request headers. Default 64 KiB: far above
 	// what any remote-write or line-protocol client sends.
 	MaxHeaderBytes int `mapstructure:"max_header_bytes" yaml:"max_header_bytes"`
+	// Pprof serves Go's profiling endpoints under /debug/pprof/ (CPU and
+	// heap profiles for `go tool pprof`). Default false: they reveal
+	// internals and a CPU profile costs CPU while it runs, so they are for
+	// an operator who asks for them.
+	Pprof bool `mapstructure:"pprof" yaml:"pprof"`
+
+	TLS HTTPTLSConfig `mapstructure:"tls" yaml:"tls"`
+}
+
+// HTTPTLSConfig serves the HTTP listener over TLS (HTTPS), TLS 1.2 or
+// newer.
+type HTTPTLSConfig struct {
+	// CertFile and KeyFile are the PEM certificate (chain) and key. Both
+	// empty (the default) serves plain HTTP. They are re-read when they
+	// change, so a renewed certificate is used without a restart.
+	CertFile string `mapstructure:"cert_file" yaml:"cert_file"`
+	KeyFile  string `mapstructure:"key_file" yaml:"key_file"`
+	// ReloadInterval is how often the files are checked for changes.
+	// Default 10s.
+	ReloadInterval time.Duration `mapstructure:"reload_interval" yaml:"reload_interval"`
+}
+
+// AuthConfig configures authentication and tenants (docs/auth.md).
+type AuthConfig struct {
+	// TenantsFile lists the tenants and the hashes of their credentials.
+	// Default empty: no authentication, and requests name their tenant in
+	// X-Scope-OrgID (or an InfluxDB org/db), which suits a trusted network
+	// or a proxy that authenticates.
+	TenantsFile string `mapstructure:"tenants_file" yaml:"tenants_file"`
+	// ReloadInterval is how often the tenants file is checked for
+	// changes. Default 5s: a new or revoked credential is in force within
+	// seconds.
+	ReloadInterval time.Duration `mapstructure:"reload_interval" yaml:"reload_interval"`
 }
 
 // KafkaConfig configures the Kafka cluster weir writes to and reads from.
@@ -209,6 +246,59 @@ type EdgeConfig struct {
 	// before inflating it so a compression bomb costs nothing. Default
 	// 64 MiB.
 	MaxDecompressedBytes int64 `mapstructure:"max_decompressed_bytes" yaml:"max_decompressed_bytes"`
+
+	// The settings below, like the two above, are the defaults of every
+	// tenant's limits; RuntimeFile can change them and override them per
+	// tenant without a restart. A zero limit is unlimited.
+
+	// RuntimeFile holds per-tenant limits and overrides (docs/configuration.md),
+	// reloaded when it changes. Default empty: every tenant gets the
+	// defaults.
+	RuntimeFile string `mapstructure:"runtime_file" yaml:"runtime_file"`
+	// RuntimeReloadInterval is how often RuntimeFile is checked for
+	// changes. Default 10s.
+	RuntimeReloadInterval time.Duration `mapstructure:"runtime_reload_interval" yaml:"runtime_reload_interval"`
+	// MaxBackfillAge is how far back `weir backfill` may write a tenant's
+	// data. Default 720h (30 days): history beyond it should become TSDB
+	// blocks, not out-of-order appends.
+	MaxBackfillAge time.Duration `mapstructure:"max_backfill_age" yaml:"max_backfill_age"`
+	// IngestionRate is the samples per second a tenant may write through
+	// one edge. Default 0 (unlimited): a single-tenant install needs no
+	// limit; set one per tenant when tenants share the pipeline.
+	IngestionRate float64 `mapstructure:"ingestion_rate" yaml:"ingestion_rate"`
+	// IngestionBurst is the samples a tenant may send at once above its
+	// rate. Default 0: one second of IngestionRate.
+	IngestionBurst int `mapstructure:"ingestion_burst" yaml:"ingestion_burst"`
+	// MaxLabelsPerSeries bounds the labels of a series, name included.
+	// Default 30, as Mimir: generous for real metrics, and a guard against
+	// senders that turn unbounded data into labels.
+	MaxLabelsPerSeries int `mapstructure:"max_labels_per_series" yaml:"max_labels_per_series"`
+	// MaxLabelNameLength bounds a label name in bytes. Default 1024.
+	MaxLabelNameLength int `mapstructure:"max_label_name_length" yaml:"max_label_name_length"`
+	// MaxLabelValueLength bounds a label value in bytes. Default 2048, as
+	// Mimir: room for URLs and paths, not for log lines.
+	MaxLabelValueLength int `mapstructure:"max_label_value_length" yaml:"max_label_value_length"`
+	// MaxFutureSkew is how far ahead of the edge's clock a sample may be.
+	// Default 10m: covers clock drift, refuses samples whose timestamps
+	// are in the wrong unit (seconds sent as nanoseconds land far away).
+	MaxFutureSkew time.Duration `mapstructure:"max_future_skew" yaml:"max_future_skew"`
+	// MaxExemplarsPerSeries bounds the exemplars of one series in one
+	// request. Default 0 (unlimited): a sender catching up after an
+	// outage legitimately sends many.
+	MaxExemplarsPerSeries int `mapstructure:"max_exemplars_per_series" yaml:"max_exemplars_per_series"`
+	// InfluxStringFields is what happens to line-protocol string fields:
+	// drop (the default: metrics stores keep numbers; they are counted) or
+	// info (kept as labels of a <measurement>_info series).
+	InfluxStringFields string `mapstructure:"influx_string_fields" yaml:"influx_string_fields"`
+	// InfluxDatabaseLabel, when set, is a label that carries the db (v1)
+	// or bucket (v2) of line-protocol writes. Default empty: Telegraf
+	// always sends one, and most installs use a single one.
+	InfluxDatabaseLabel string `mapstructure:"influx_database_label" yaml:"influx_database_label"`
+	// InfluxKeepNames keeps line-protocol names as sent (any UTF-8, which
+	// Prometheus 3 can query) instead of sanitizing them to
+	// [a-zA-Z_:][a-zA-Z0-9_:]*. Default false, so every PromQL client can
+	// query them unquoted.
+	InfluxKeepNames bool `mapstructure:"influx_keep_names" yaml:"influx_keep_names"`
 }
 
 // StreamConfig configures the stream workers.
@@ -226,6 +316,36 @@ type StreamConfig struct {
 	// holding one blocks its partitions at most this long when it does not
 	// come back. Default 30s.
 	TransactionTimeout time.Duration `mapstructure:"transaction_timeout" yaml:"transaction_timeout"`
+	// PipelinesDir holds the pipeline files: default.yaml and
+	// <tenant>.yaml (docs/pipelines.md). Default pipelines, the directory
+	// of examples in the repository; a missing directory means no rules,
+	// guard rails or budgets.
+	PipelinesDir string `mapstructure:"pipelines_dir" yaml:"pipelines_dir"`
+	// PipelinesReloadInterval is how often workers reread PipelinesDir;
+	// changed files apply without a restart. Default 10s.
+	PipelinesReloadInterval time.Duration `mapstructure:"pipelines_reload_interval" yaml:"pipelines_reload_interval"`
+	// ActiveSeriesWindow is how long a series counts against its budget
+	// after its last sample. Default 20m: a series scraped every few
+	// minutes stays active, one that stopped frees its place after a
+	// while.
+	ActiveSeriesWindow time.Duration `mapstructure:"active_series_window" yaml:"active_series_window"`
+	// RelabelCacheBytes bounds the cache of per-series pipeline decisions.
+	// Default 64 MiB: about a million series of typical size; a series
+	// evicted is only computed again.
+	RelabelCacheBytes int `mapstructure:"relabel_cache_bytes" yaml:"relabel_cache_bytes"`
+	// LabelValuesLimit bounds the distinct values the cardinality
+	// explorer tracks per metric and label. Default 10000: enough to rank
+	// labels; a label beyond it is reported as "at least".
+	LabelValuesLimit int `mapstructure:"label_values_limit" yaml:"label_values_limit"`
+	// BudgetPublishInterval is how often workers publish changed budget
+	// state for the edges (and each other). Default 1s: the edge's view of
+	// a budget lags by about this plus a fetch.
+	BudgetPublishInterval time.Duration `mapstructure:"budget_publish_interval" yaml:"budget_publish_interval"`
+	// MaxRecordsPerTransaction bounds the raw records one transaction
+	// processes. Default 500 (a few MB): a transaction must end well within
+	// stream.transaction_timeout even when Kafka is slow, or it aborts and
+	// the same work is tried again.
+	MaxRecordsPerTransaction int `mapstructure:"max_records_per_transaction" yaml:"max_records_per_transaction"`
 }
 
 // SinkConfig configures the sink workers and their TSDB shards.
@@ -274,6 +394,63 @@ type SinkConfig struct {
 	ShipInterval time.Duration `mapstructure:"ship_interval" yaml:"ship_interval"`
 }
 
+// RollupConfig configures the rollups (docs/rollups.md): the rollup stage,
+// which `weir stream` runs beside the stream stage, and the Parquet writer,
+// which `weir sink` runs beside the TSDB writer.
+type RollupConfig struct {
+	// Enabled runs the rollup stage and the Parquet writer. Default true:
+	// long-term trends cost little and need nothing installed.
+	Enabled bool `mapstructure:"enabled" yaml:"enabled"`
+	// GroupID is the consumer group of the rollup stage. Default
+	// weir-rollup. Its static member IDs are stream.instance_id.
+	GroupID string `mapstructure:"group_id" yaml:"group_id"`
+	// Resolutions are the window sizes of the default rollup, which every
+	// tenant gets whose pipeline declares no rollups: every admitted
+	// series. Default 5m,1h: 5m keeps a day's dashboard detailed, 1h makes
+	// a quarter cheap to scan. Each must divide a day (or be whole days)
+	// and divide the next larger one.
+	Resolutions []string `mapstructure:"resolutions" yaml:"resolutions"`
+	// AllowedLateness is how long after a window's end (by Kafka receive
+	// time) its samples are still taken; later ones are counted as
+	// discarded with reason late. Default 5m: a remote-write sender
+	// retrying through a short outage still lands.
+	AllowedLateness time.Duration `mapstructure:"allowed_lateness" yaml:"allowed_lateness"`
+	// IdleTimeout lets the watermark of a partition that receives nothing
+	// follow the clock, delayed by this much, once the stream stage has
+	// caught up, so the last windows of a tenant that stopped sending still
+	// close. Default 1m. It must exceed kafka.produce_timeout plus the
+	// clock skew between hosts, or a delayed record could find its window
+	// already closed.
+	IdleTimeout time.Duration `mapstructure:"idle_timeout" yaml:"idle_timeout"`
+	// CommitInterval is how often the rollup stage commits its checkpoint.
+	// Default 5s. A restart replays from the oldest open window anyway,
+	// so committing more often saves little.
+	CommitInterval time.Duration `mapstructure:"commit_interval" yaml:"commit_interval"`
+	// SketchRelativeAccuracy is the relative error bound of the gauge
+	// quantile sketches (DDSketch). Default 0.01: every quantile within
+	// 1 % of the true value, at about 230 bins per decade of values.
+	SketchRelativeAccuracy float64 `mapstructure:"sketch_relative_accuracy" yaml:"sketch_relative_accuracy"`
+	// ParquetGroupID is the consumer group of the Parquet writer. Default
+	// weir-parquet. Its static member IDs are sink.instance_id.
+	ParquetGroupID string `mapstructure:"parquet_group_id" yaml:"parquet_group_id"`
+	// ParquetRowGroupRows bounds the rows of a Parquet row group. Default
+	// 131072: column chunks large enough to compress and scan well, and
+	// enough row groups in a large file for readers to scan in parallel.
+	ParquetRowGroupRows int `mapstructure:"parquet_row_group_rows" yaml:"parquet_row_group_rows"`
+	// ParquetMaxFileAge is the longest a file's rows wait in memory
+	// before they are uploaded although the file's hour is not complete
+	// (a later upload merges what arrives after). Default 2h: above the
+	// hour plus lateness a file normally takes, so it only matters when a
+	// partition stalls.
+	ParquetMaxFileAge time.Duration `mapstructure:"parquet_max_file_age" yaml:"parquet_max_file_age"`
+	// ParquetMaxFileRows bounds the rows one file holds in memory before
+	// they are uploaded early (merged into the object, as for the age).
+	// Default 2000000, about 1 GiB of memory at worst; it guards memory,
+	// it is not a file-size target: more Kafka partitions make smaller
+	// files.
+	ParquetMaxFileRows int `mapstructure:"parquet_max_file_rows" yaml:"parquet_max_file_rows"`
+}
+
 // Default returns the configuration used when nothing is set.
 func Default() Config {
 	return Config{
@@ -286,7 +463,9 @@ func Default() Config {
 			WriteTimeout:      3 * time.Minute,
 			IdleTimeout:       2 * time.Minute,
 			MaxHeaderBytes:    64 << 10,
+			TLS:               HTTPTLSConfig{ReloadInterval: 10 * time.Second},
 		},
+		Auth: AuthConfig{ReloadInterval: 5 * time.Second},
 		Kafka: KafkaConfig{
 			TopicPrefix:              "weir",
 			Partitions:               8,
@@ -308,13 +487,27 @@ func Default() Config {
 			},
 		},
 		Edge: EdgeConfig{
-			MaxRequestBytes:      10 << 20,
-			MaxDecompressedBytes: 64 << 20,
+			MaxRequestBytes:       10 << 20,
+			MaxDecompressedBytes:  64 << 20,
+			RuntimeReloadInterval: 10 * time.Second,
+			MaxLabelsPerSeries:    30,
+			MaxLabelNameLength:    1024,
+			MaxLabelValueLength:   2048,
+			MaxFutureSkew:         10 * time.Minute,
+			MaxBackfillAge:        30 * 24 * time.Hour,
+			InfluxStringFields:    "drop",
 		},
 		Stream: StreamConfig{
-			GroupID:            "weir-stream",
-			InstanceID:         hostname(),
-			TransactionTimeout: 30 * time.Second,
+			GroupID:                  "weir-stream",
+			InstanceID:               hostname(),
+			TransactionTimeout:       30 * time.Second,
+			PipelinesDir:             "pipelines",
+			PipelinesReloadInterval:  10 * time.Second,
+			ActiveSeriesWindow:       20 * time.Minute,
+			RelabelCacheBytes:        64 << 20,
+			LabelValuesLimit:         10000,
+			BudgetPublishInterval:    time.Second,
+			MaxRecordsPerTransaction: 500,
 		},
 		Bucket: BucketConfig{Backend: "filesystem"},
 		Sink: SinkConfig{
@@ -330,6 +523,19 @@ func Default() Config {
 			StrongReadTimeout: 10 * time.Second,
 			ShipBlocks:        true,
 			ShipInterval:      time.Minute,
+		},
+		Rollup: RollupConfig{
+			Enabled:                true,
+			GroupID:                "weir-rollup",
+			Resolutions:            []string{"5m", "1h"},
+			AllowedLateness:        5 * time.Minute,
+			IdleTimeout:            time.Minute,
+			CommitInterval:         5 * time.Second,
+			SketchRelativeAccuracy: 0.01,
+			ParquetGroupID:         "weir-parquet",
+			ParquetRowGroupRows:    128 << 10,
+			ParquetMaxFileAge:      2 * time.Hour,
+			ParquetMaxFileRows:     2_000_000,
 		},
 	}
 }
@@ -382,17 +588,24 @@ func (c *Config) Validate() error {
 		{"http.read_timeout", c.HTTP.ReadTimeout},
 		{"http.write_timeout", c.HTTP.WriteTimeout},
 		{"http.idle_timeout", c.HTTP.IdleTimeout},
+		{"http.tls.reload_interval", c.HTTP.TLS.ReloadInterval},
+		{"auth.reload_interval", c.Auth.ReloadInterval},
+		{"edge.runtime_reload_interval", c.Edge.RuntimeReloadInterval},
 		{"kafka.retention", c.Kafka.Retention},
 		{"kafka.produce_timeout", c.Kafka.ProduceTimeout},
 		{"kafka.metadata_max_age", c.Kafka.MetadataMaxAge},
 		{"kafka.embedded.retention_check_interval", c.Kafka.Embedded.RetentionCheckInterval},
 		{"stream.transaction_timeout", c.Stream.TransactionTimeout},
+		{"stream.pipelines_reload_interval", c.Stream.PipelinesReloadInterval},
 		{"sink.commit_interval", c.Sink.CommitInterval},
 		{"sink.block_duration", c.Sink.BlockDuration},
 		{"sink.retention", c.Sink.Retention},
 		{"sink.query_timeout", c.Sink.QueryTimeout},
 		{"sink.strong_read_timeout", c.Sink.StrongReadTimeout},
 		{"sink.ship_interval", c.Sink.ShipInterval},
+		{"rollup.idle_timeout", c.Rollup.IdleTimeout},
+		{"rollup.commit_interval", c.Rollup.CommitInterval},
+		{"rollup.parquet_max_file_age", c.Rollup.ParquetMaxFileAge},
 	} {
 		if d.v <= 0 {
 			bad(d.name, "must be positive, got %s", d.v)
@@ -459,6 +672,37 @@ func (c *Config) Validate() error {
 	if c.Edge.MaxDecompressedBytes < c.Edge.MaxRequestBytes {
 		bad("edge.max_decompressed_bytes", "must be at least edge.max_request_bytes (%d), got %d", c.Edge.MaxRequestBytes, c.Edge.MaxDecompressedBytes)
 	}
+	if (c.HTTP.TLS.CertFile == "") != (c.HTTP.TLS.KeyFile == "") {
+		bad("http.tls.cert_file", "http.tls.cert_file and http.tls.key_file must be set together")
+	}
+	if c.Edge.IngestionRate < 0 {
+		bad("edge.ingestion_rate", "must not be negative (0 is unlimited), got %v", c.Edge.IngestionRate)
+	}
+	for _, v := range []struct {
+		name string
+		v    int
+	}{
+		{"edge.ingestion_burst", c.Edge.IngestionBurst},
+		{"edge.max_labels_per_series", c.Edge.MaxLabelsPerSeries},
+		{"edge.max_label_name_length", c.Edge.MaxLabelNameLength},
+		{"edge.max_label_value_length", c.Edge.MaxLabelValueLength},
+		{"edge.max_exemplars_per_series", c.Edge.MaxExemplarsPerSeries},
+	} {
+		if v.v < 0 {
+			bad(v.name, "must not be negative (0 is unlimited), got %d", v.v)
+		}
+	}
+	if c.Edge.MaxFutureSkew < 0 {
+		bad("edge.max_future_skew", "must not be negative (0 is unlimited), got %s", c.Edge.MaxFutureSkew)
+	}
+	switch c.Edge.InfluxStringFields {
+	case "drop", "info":
+	default:
+		bad("edge.influx_string_fields", "%q is not one of drop, info", c.Edge.InfluxStringFields)
+	}
+	if n := c.Edge.InfluxDatabaseLabel; n != "" && (!isLabelName(n) || strings.HasPrefix(n, "__")) {
+		bad("edge.influx_database_label", "%q is not a label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)", n)
+	}
 	for _, s := range []struct{ name, v string }{
 		{"stream.group_id", c.Stream.GroupID},
 		{"stream.instance_id", c.Stream.InstanceID},
@@ -468,6 +712,21 @@ func (c *Config) Validate() error {
 		if s.v == "" {
 			bad(s.name, "must not be empty")
 		}
+	}
+	if c.Stream.ActiveSeriesWindow < time.Minute || c.Stream.ActiveSeriesWindow%time.Minute != 0 {
+		bad("stream.active_series_window", "must be a whole number of minutes, at least 1m, got %s", c.Stream.ActiveSeriesWindow)
+	}
+	if c.Stream.RelabelCacheBytes < 32<<20 {
+		bad("stream.relabel_cache_bytes", "must be at least 33554432 (32 MiB, the cache's smallest size), got %d", c.Stream.RelabelCacheBytes)
+	}
+	if c.Stream.LabelValuesLimit < 1 {
+		bad("stream.label_values_limit", "must be at least 1, got %d", c.Stream.LabelValuesLimit)
+	}
+	if c.Stream.BudgetPublishInterval < 100*time.Millisecond {
+		bad("stream.budget_publish_interval", "must be at least 100ms, got %s", c.Stream.BudgetPublishInterval)
+	}
+	if c.Stream.MaxRecordsPerTransaction < 1 {
+		bad("stream.max_records_per_transaction", "must be at least 1, got %d", c.Stream.MaxRecordsPerTransaction)
 	}
 	if c.Sink.TSDBShards < 1 || c.Sink.TSDBShards > c.Kafka.Partitions {
 		bad("sink.tsdb_shards", "must be between 1 and kafka.partitions (%d), got %d", c.Kafka.Partitions, c.Sink.TSDBShards)
@@ -490,5 +749,80 @@ func (c *Config) Validate() error {
 	default:
 		bad("bucket.backend", "%q is not one of filesystem, s3", c.Bucket.Backend)
 	}
+	c.validateRollup(bad)
 	return errors.Join(errs...)
+}
+
+// ResolutionDurations returns rollup.resolutions parsed; call it on a
+// validated configuration (entries that do not parse are left out).
+func (r RollupConfig) ResolutionDurations() []time.Duration {
+	var out []time.Duration
+	for _, s := range r.Resolutions {
+		if d, err := model.ParseDuration(strings.TrimSpace(s)); err == nil {
+			out = append(out, time.Duration(d))
+		}
+	}
+	return out
+}
+
+// validateRollup checks the rollup.* settings. The resolutions follow the
+// rule of rollup specs (pkg/rollup): windows aligned to the epoch must
+// also align to days, and each must nest in the next larger one.
+func (c *Config) validateRollup(bad func(setting, format string, args ...any)) {
+	r := c.Rollup
+	for _, s := range []struct{ name, v string }{
+		{"rollup.group_id", r.GroupID},
+		{"rollup.parquet_group_id", r.ParquetGroupID},
+	} {
+		if s.v == "" {
+			bad(s.name, "must not be empty")
+		}
+	}
+	if len(r.Resolutions) == 0 {
+		bad("rollup.resolutions", "must name at least one window size, e.g. 5m,1h")
+	}
+	var prev time.Duration
+	for i, s := range r.Resolutions {
+		md, err := model.ParseDuration(strings.TrimSpace(s))
+		d := time.Duration(md)
+		switch {
+		case err != nil:
+			bad(fmt.Sprintf("rollup.resolutions[%d]", i), "%q is not a duration like 5m or 1h: %v", s, err)
+		case d < time.Second || d%time.Second != 0:
+			bad(fmt.Sprintf("rollup.resolutions[%d]", i), "%s must be a whole number of seconds", s)
+		case 24*time.Hour%d != 0 && d%(24*time.Hour) != 0:
+			bad(fmt.Sprintf("rollup.resolutions[%d]", i), "%s must divide a day or be whole days, so windows align to days", s)
+		case prev != 0 && (d <= prev || d%prev != 0):
+			bad(fmt.Sprintf("rollup.resolutions[%d]", i), "%s must be larger than and a multiple of the one before (%s)", s, model.Duration(prev))
+		}
+		if err == nil {
+			prev = d
+		}
+	}
+	if r.AllowedLateness < 0 {
+		bad("rollup.allowed_lateness", "must not be negative, got %s", r.AllowedLateness)
+	}
+	if r.IdleTimeout > 0 && r.IdleTimeout <= c.Kafka.ProduceTimeout {
+		bad("rollup.idle_timeout", "must exceed kafka.produce_timeout (%s), got %s: a record the edge is still producing would find its window closed", c.Kafka.ProduceTimeout, r.IdleTimeout)
+	}
+	if r.SketchRelativeAccuracy <= 0 || r.SketchRelativeAccuracy >= 0.5 {
+		bad("rollup.sketch_relative_accuracy", "must be above 0 and below 0.5, got %v", r.SketchRelativeAccuracy)
+	}
+	if r.ParquetRowGroupRows < 1024 {
+		bad("rollup.parquet_row_group_rows", "must be at least 1024, got %d", r.ParquetRowGroupRows)
+	}
+	if r.ParquetMaxFileRows < r.ParquetRowGroupRows {
+		bad("rollup.parquet_max_file_rows", "must be at least rollup.parquet_row_group_rows (%d), got %d", r.ParquetRowGroupRows, r.ParquetMaxFileRows)
+	}
+}
+
+func isLabelName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && c >= '0' && c <= '9' {
+			continue
+		}
+		return false
+	}
+	return s != ""
 }

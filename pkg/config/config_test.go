@@ -99,6 +99,17 @@ func TestValidateNamesEverySetting(t *testing.T) {
 		"log.level":                         func(c *Config) { c.Log.Level = "loud" },
 		"kafka.producer_max_buffered_bytes": func(c *Config) { c.Kafka.ProducerMaxBufferedBytes = 1 },
 		"stream.instance_id":                func(c *Config) { c.Stream.InstanceID = "" },
+		"rollup.resolutions[1]":             func(c *Config) { c.Rollup.Resolutions = []string{"5m", "7m"} },
+		"rollup.idle_timeout":               func(c *Config) { c.Rollup.IdleTimeout = c.Kafka.ProduceTimeout },
+		"rollup.sketch_relative_accuracy":   func(c *Config) { c.Rollup.SketchRelativeAccuracy = 0 },
+		"rollup.parquet_max_file_rows":      func(c *Config) { c.Rollup.ParquetMaxFileRows = 10 },
+		"http.tls.cert_file":                func(c *Config) { c.HTTP.TLS.CertFile = "cert.pem" },
+		"auth.reload_interval":              func(c *Config) { c.Auth.ReloadInterval = 0 },
+		"edge.ingestion_rate":               func(c *Config) { c.Edge.IngestionRate = -1 },
+		"edge.max_labels_per_series":        func(c *Config) { c.Edge.MaxLabelsPerSeries = -1 },
+		"edge.max_future_skew":              func(c *Config) { c.Edge.MaxFutureSkew = -time.Second },
+		"edge.influx_string_fields":         func(c *Config) { c.Edge.InfluxStringFields = "keep" },
+		"edge.influx_database_label":        func(c *Config) { c.Edge.InfluxDatabaseLabel = "__db" },
 	}
 	for setting, mutate := range cases {
 		c := Default()

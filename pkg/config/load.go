@@ -31,6 +31,7 @@ var flagKeys = []struct {
 	{"kafka.embedded.addr", "kafka.embedded.addr", "listen address of the embedded Kafka-protocol broker"},
 	{"kafka.embedded.sync-writes", "kafka.embedded.sync_writes", "fsync every produced batch before acknowledging it"},
 	{"stream.instance-id", "stream.instance_id", "stable, unique ID of this stream worker"},
+	{"stream.pipelines-dir", "stream.pipelines_dir", "directory of pipeline files (default.yaml, <tenant>.yaml)"},
 	{"sink.instance-id", "sink.instance_id", "stable, unique ID of this sink worker"},
 	{"sink.tsdb-shards", "sink.tsdb_shards", "TSDB shards per tenant"},
 }

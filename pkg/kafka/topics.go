@@ -24,6 +24,9 @@ const (
 	KindRaw Kind = "raw"
 	// KindSeries holds what the stream stage admitted: weir.<tenant>.series.
 	KindSeries Kind = "series"
+	// KindRollup holds the rows of closed rollup windows, partitioned like
+	// the series topic they were computed from: weir.<tenant>.rollup.
+	KindRollup Kind = "rollup"
 )
 
 // Topic names the topic of one tenant and kind.
@@ -74,14 +77,16 @@ func NewTopics(cl *kgo.Client, cfg config.KafkaConfig) *Topics {
 func (t *Topics) EnsureTenant(ctx context.Context, tenant string) error {
 	raw := Topic(t.cfg.TopicPrefix, tenant, KindRaw)
 	series := Topic(t.cfg.TopicPrefix, tenant, KindSeries)
+	rollup := Topic(t.cfg.TopicPrefix, tenant, KindRollup)
 	t.mu.Lock()
 	_, ok1 := t.known[raw]
 	_, ok2 := t.known[series]
+	_, ok3 := t.known[rollup]
 	t.mu.Unlock()
-	if ok1 && ok2 {
+	if ok1 && ok2 && ok3 {
 		return nil
 	}
-	return t.Ensure(ctx, raw, series)
+	return t.Ensure(ctx, raw, series, rollup)
 }
 
 // Ensure creates the topics that do not exist yet.

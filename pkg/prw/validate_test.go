@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/prometheus/prometheus/model/histogram"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
@@ -159,4 +160,41 @@ func TestHistogramDecode(t *testing.T) {
 	if _, _, err := (Histogram{Raw: []byte{0x09, 1}}).Decode(); err == nil {
 		t.Fatal("no error for a truncated histogram")
 	}
+}
+
+func TestValidUTF8MatchesStdlib(t *testing.T) {
+	cases := []string{"", "a", "abcdefgh", "abcdefghi", "ümlaut", "abcdefg\xff", "abcdefgh\xff", "\xffabcdefgh", "日本語のラベル値", "abc\xc3", strings.Repeat("x", 63) + "é"}
+	for _, s := range cases {
+		if validUTF8(s) != utf8.ValidString(s) {
+			t.Errorf("validUTF8(%q) = %v, utf8.ValidString says %v", s, validUTF8(s), utf8.ValidString(s))
+		}
+	}
+}
+
+func FuzzValidUTF8(f *testing.F) {
+	f.Add("node-exporter")
+	f.Add("a\xffb")
+	f.Fuzz(func(t *testing.T, s string) {
+		if validUTF8(s) != utf8.ValidString(s) {
+			t.Fatalf("validUTF8(%q) disagrees with utf8.ValidString", s)
+		}
+	})
+}
+
+func BenchmarkValidUTF8(b *testing.B) {
+	strs := []string{"__name__", "node_metric_12_total", "cluster", "eu-west-1", "instance", "10.0.3.12:9100", "pod", "node-exporter-00042"}
+	b.Run("stdlib", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			for _, s := range strs {
+				_ = utf8.ValidString(s)
+			}
+		}
+	})
+	b.Run("validUTF8", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			for _, s := range strs {
+				_ = validUTF8(s)
+			}
+		}
+	})
 }

@@ -129,7 +129,14 @@ type Hasher struct{ buf []byte }
 
 // Hash returns SeriesHash(tenant, labels).
 func (h *Hasher) Hash(tenant string, labels []prw.Label) uint64 {
-	b := append(h.buf[:0], tenant...)
+	h.buf = AppendSeriesKey(h.buf[:0], tenant, labels)
+	return xxhash.Sum64(h.buf)
+}
+
+// AppendSeriesKey appends the bytes SeriesHash hashes: the tenant, then
+// each label name and value, each followed by 0xff.
+func AppendSeriesKey(b []byte, tenant string, labels []prw.Label) []byte {
+	b = append(b, tenant...)
 	b = append(b, 0xff)
 	for _, l := range labels {
 		b = append(b, l.Name...)
@@ -137,8 +144,7 @@ func (h *Hasher) Hash(tenant string, labels []prw.Label) uint64 {
 		b = append(b, l.Value...)
 		b = append(b, 0xff)
 	}
-	h.buf = b
-	return xxhash.Sum64(b)
+	return b
 }
 
 // Partition is the partition a series goes to, of a topic with n

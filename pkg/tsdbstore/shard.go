@@ -11,8 +11,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/common/model"
+	promconfig "github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/metadata"
@@ -37,13 +39,14 @@ type Shard struct {
 	dbp atomic.Pointer[tsdb.DB]
 
 	mu         sync.Mutex
+	ooo        time.Duration // the out-of-order window in force
 	checkpoint map[int32]int64
 	scratch    labels.ScratchBuilder
 }
 
 func openShard(dir, ten string, n int, o Options) (*Shard, error) {
 	logger := o.Logger.With("tenant", ten, "shard", n)
-	sh := &Shard{dir: dir, tenant: ten, n: n, checkpoint: map[int32]int64{}, scratch: labels.NewScratchBuilder(16)}
+	sh := &Shard{dir: dir, tenant: ten, n: n, ooo: o.outOfOrderWindow(ten), checkpoint: map[int32]int64{}, scratch: labels.NewScratchBuilder(16)}
 	db, err := tsdb.Open(dir, logger, nil, tsdbOptions(o, sh), nil)
 	if err != nil {
 		return nil, fmt.Errorf("opening TSDB shard %d of tenant %s in %s: %w", n, ten, dir, err)
@@ -303,6 +306,23 @@ func (sh *Shard) close() error {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	return sh.db.Close()
+}
+
+// setOutOfOrderWindow changes the shard's out-of-order window.
+func (sh *Shard) setOutOfOrderWindow(d time.Duration) error {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if d == sh.ooo {
+		return nil
+	}
+	err := sh.db.ApplyConfig(&promconfig.Config{StorageConfig: promconfig.StorageConfig{
+		TSDBConfig: &promconfig.TSDBConfig{OutOfOrderTimeWindow: d.Milliseconds()},
+	}})
+	if err != nil {
+		return err
+	}
+	sh.ooo = d
+	return nil
 }
 
 // HeadSeries is the number of series in the shard's head.

@@ -35,8 +35,11 @@ type Options struct {
 	// Retention is how long blocks are kept.
 	Retention time.Duration
 	// OutOfOrderWindow accepts samples this much older than a series'
-	// newest.
+	// newest, for tenants OutOfOrderWindowFor does not decide.
 	OutOfOrderWindow time.Duration
+	// OutOfOrderWindowFor, when set, gives each tenant its own window
+	// (ApplyOutOfOrderWindows applies changes to open shards).
+	OutOfOrderWindowFor func(tenant string) time.Duration
 	// MaxExemplars bounds the exemplars each shard keeps in memory.
 	MaxExemplars int64
 	// CanDeleteBlock, when set, must approve every block the TSDB wants
@@ -206,6 +209,28 @@ func (s *Store) Close() error {
 	return errors.Join(errs...)
 }
 
+func (o Options) outOfOrderWindow(tenant string) time.Duration {
+	if o.OutOfOrderWindowFor != nil {
+		return o.OutOfOrderWindowFor(tenant)
+	}
+	return o.OutOfOrderWindow
+}
+
+// ApplyOutOfOrderWindows gives every open shard its tenant's current
+// out-of-order window.
+func (s *Store) ApplyOutOfOrderWindows() error {
+	var errs []error
+	for _, ten := range s.Tenants() {
+		want := s.opts.outOfOrderWindow(ten)
+		for _, sh := range s.Shards(ten) {
+			if err := sh.setOutOfOrderWindow(want); err != nil {
+				errs = append(errs, fmt.Errorf("tenant %s shard %d: %w", ten, sh.n, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func tsdbOptions(o Options, sh *Shard) *tsdb.Options {
 	opts := tsdb.DefaultOptions()
 	opts.MinBlockDuration = o.BlockDuration.Milliseconds()
@@ -213,7 +238,7 @@ func tsdbOptions(o Options, sh *Shard) *tsdb.Options {
 	// compaction (Thanos, Mimir) expects blocks of one range.
 	opts.MaxBlockDuration = o.BlockDuration.Milliseconds()
 	opts.RetentionDuration = o.Retention.Milliseconds()
-	opts.OutOfOrderTimeWindow = o.OutOfOrderWindow.Milliseconds()
+	opts.OutOfOrderTimeWindow = sh.ooo.Milliseconds()
 	opts.EnableExemplarStorage = true
 	opts.MaxExemplars = o.MaxExemplars
 	opts.WALCompression = compression.Snappy

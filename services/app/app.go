@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/weir-metrics/weir/pkg/config"
+	"github.com/weir-metrics/weir/pkg/statuspage"
 )
 
 // Service is one target of a process (edge, stream, sink).
@@ -83,8 +85,10 @@ type Process struct {
 	mux      *Mux
 	services []Service
 	ln       net.Listener
+	certs    *certReloader // nil when serving plain HTTP
 	srv      *http.Server
 	closers  []func()
+	status   *statuspage.Page
 }
 
 // New prepares a process. Services are added with Add; extra is closed
@@ -97,6 +101,18 @@ func New(cfg *config.Config, log *slog.Logger, reg *prometheus.Registry) *Proces
 		_, _ = fmt.Fprintln(w, "weir is healthy.")
 	}))
 	p.mux.Handle("GET /-/ready", "ready", http.HandlerFunc(p.serveReady))
+	// The status page asks the stream's cardinality explorer through the
+	// bare router, so its own calls are not counted as HTTP requests.
+	p.status = statuspage.New(statuspage.Options{Gatherer: reg, Explorer: p.mux.mux, Targets: p.names, Logger: log})
+	p.mux.Handle("GET /{$}", "status", p.status)
+	if cfg.HTTP.Pprof {
+		p.mux.Handle("GET /debug/pprof/", "pprof", http.HandlerFunc(pprof.Index))
+		p.mux.Handle("GET /debug/pprof/cmdline", "pprof", http.HandlerFunc(pprof.Cmdline))
+		p.mux.Handle("GET /debug/pprof/profile", "pprof", http.HandlerFunc(pprof.Profile))
+		p.mux.Handle("GET /debug/pprof/symbol", "pprof", http.HandlerFunc(pprof.Symbol))
+		p.mux.Handle("POST /debug/pprof/symbol", "pprof", http.HandlerFunc(pprof.Symbol))
+		p.mux.Handle("GET /debug/pprof/trace", "pprof", http.HandlerFunc(pprof.Trace))
+	}
 	return p
 }
 
@@ -126,8 +142,16 @@ func (p *Process) serveReady(w http.ResponseWriter, _ *http.Request) {
 	_, _ = fmt.Fprintln(w, "weir is ready.")
 }
 
-// Listen binds the HTTP address, so callers know the port before Run.
+// Listen binds the HTTP address, so callers know the port before Run, and
+// loads the TLS certificate when http.tls is set.
 func (p *Process) Listen() (net.Addr, error) {
+	if p.cfg.HTTP.TLS.CertFile != "" && p.certs == nil {
+		c, err := newCertReloader(p.cfg.HTTP.TLS, p.log, p.reg)
+		if err != nil {
+			return nil, err
+		}
+		p.certs = c
+	}
 	ln, err := net.Listen("tcp", p.cfg.HTTP.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listening on http.addr %s: %w", p.cfg.HTTP.Addr, err)
@@ -157,14 +181,25 @@ func (p *Process) Run(ctx context.Context) error {
 		MaxHeaderBytes:    h.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 	}
+	serve, scheme := p.srv.Serve, "http"
+	if p.certs != nil {
+		p.srv.TLSConfig = p.certs.tlsConfig()
+		serve, scheme = func(ln net.Listener) error { return p.srv.ServeTLS(ln, "", "") }, "https"
+		certsCtx, stopCerts := context.WithCancel(context.Background())
+		defer stopCerts()
+		go p.certs.watcher.Run(certsCtx)
+	}
+	statusDone := make(chan struct{})
+	defer close(statusDone)
+	go p.status.Run(statusDone)
 	serveErr := make(chan error, 1)
 	go func() {
-		if err := p.srv.Serve(p.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serve(p.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			serveErr <- err
 		}
 		close(serveErr)
 	}()
-	p.log.Info("weir started", "http", p.ln.Addr().String(), "targets", p.names())
+	p.log.Info("weir started", scheme, p.ln.Addr().String(), "targets", p.names())
 
 	type running struct {
 		cancel context.CancelFunc

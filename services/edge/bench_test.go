@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/weir-metrics/weir/pkg/config"
+	"github.com/weir-metrics/weir/pkg/limits"
 	"github.com/weir-metrics/weir/pkg/prw"
 )
 
@@ -42,7 +43,7 @@ func benchRequest(round int) []byte {
 // the records.
 func BenchmarkEdgePath(b *testing.B) {
 	cfg := config.Default()
-	e := &Edge{cfg: &cfg}
+	lim := limits.Defaults(&cfg)
 	body := benchRequest(1)
 	st := &writeState{}
 	b.SetBytes(int64(len(body)))
@@ -51,7 +52,7 @@ func BenchmarkEdgePath(b *testing.B) {
 	samples := 0
 	for i := 0; i < b.N; i++ {
 		st.body = append(st.body[:0], body...)
-		if rf := e.decodeSnappy(st); rf != nil {
+		if rf := decodeSnappy(st.body, &st.decoded, "bench", &lim); rf != nil {
 			b.Fatal(rf)
 		}
 		st.req.Reset()

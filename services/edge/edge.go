@@ -8,14 +8,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/weir-metrics/weir/pkg/auth"
 	"github.com/weir-metrics/weir/pkg/config"
 	"github.com/weir-metrics/weir/pkg/kafka"
+	"github.com/weir-metrics/weir/pkg/limits"
 	"github.com/weir-metrics/weir/pkg/record"
 	"github.com/weir-metrics/weir/services/app"
 )
@@ -28,13 +31,38 @@ type Edge struct {
 	topics  *kafka.Topics
 	metrics *metrics
 
+	auth      *auth.Authenticator
+	overrides *limits.Overrides
+	tracker   *limits.Tracker
+	runtime   *limits.Runtime
+	// ownRuntime: the edge opened runtime and runs its reloads.
+	ownRuntime bool
+	budget     *budgetState
+
 	mu    sync.Mutex
 	ready error
 }
 
-// New creates the edge and its Kafka producer.
-func New(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*Edge, error) {
+// New creates the edge and its Kafka producer. authn resolves the tenant of
+// each request; nil means no authentication (X-Scope-OrgID, then the
+// InfluxDB org or db, then anonymous). rt holds the tenants' limits; nil
+// makes the edge open (and reload) edge.runtime_file itself, failing when
+// that does not load.
+func New(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, authn *auth.Authenticator, rt *limits.Runtime) (*Edge, error) {
 	log = log.With("service", "edge")
+	if authn == nil {
+		var err error
+		if authn, err = auth.New(auth.Options{Logger: log}); err != nil {
+			return nil, err
+		}
+	}
+	ownRuntime := rt == nil
+	if ownRuntime {
+		var err error
+		if rt, err = limits.Open(cfg, log, reg); err != nil {
+			return nil, err
+		}
+	}
 	opts, err := kafka.ClientOpts(cfg, log)
 	if err != nil {
 		return nil, err
@@ -51,14 +79,28 @@ func New(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*Edge
 		return nil, fmt.Errorf("creating Kafka producer: %w", err)
 	}
 	kafka.RegisterProducerGauges(reg, "edge", cl)
+	tracker := limits.NewTracker()
 	return &Edge{
-		cfg:     cfg,
-		log:     log,
-		client:  cl,
-		topics:  kafka.NewTopics(cl, cfg.Kafka),
-		metrics: newMetrics(reg),
-		ready:   errors.New("Kafka brokers not reached yet"),
+		cfg:        cfg,
+		log:        log,
+		client:     cl,
+		topics:     kafka.NewTopics(cl, cfg.Kafka),
+		metrics:    newMetrics(reg, tracker),
+		auth:       authn,
+		overrides:  rt.Overrides,
+		tracker:    tracker,
+		runtime:    rt,
+		ownRuntime: ownRuntime,
+		budget:     newBudgetState(opts, cfg.Kafka.TopicPrefix, log),
+		ready:      errors.New("Kafka brokers not reached yet"),
 	}, nil
+}
+
+// ReloadRuntime checks edge.runtime_file for changes at once (Run does so
+// every edge.runtime_reload_interval) and returns the error that refused
+// new content.
+func (e *Edge) ReloadRuntime() error {
+	return e.runtime.Check()
 }
 
 // Name implements app.Service.
@@ -67,6 +109,11 @@ func (e *Edge) Name() string { return "edge" }
 // RegisterRoutes implements app.Service.
 func (e *Edge) RegisterRoutes(mux *app.Mux) {
 	mux.Handle("POST /api/v1/write", "remote_write", e.remoteWriteHandler())
+	mux.Handle("POST /api/v2/write", "influx_v2_write", e.influxWriteHandler(influxV2))
+	mux.Handle("POST /write", "influx_v1_write", e.influxWriteHandler(influxV1))
+	mux.Handle("/query", "influx_v1_query", e.influxQueryHandler())
+	mux.Handle("GET /ping", "influx_ping", http.HandlerFunc(e.servePing))
+	mux.Handle("GET /health", "influx_health", http.HandlerFunc(e.serveHealth))
 }
 
 // Ready implements app.Service: ready once the brokers answered.
@@ -80,6 +127,10 @@ func (e *Edge) Ready() error {
 // producer. Requests are served by the process' HTTP server, which stops
 // before Run is asked to.
 func (e *Edge) Run(ctx context.Context) error {
+	if e.ownRuntime {
+		go e.runtime.Run(ctx)
+	}
+	go e.budget.run(ctx)
 	if err := kafka.WaitReady(ctx, e.client); err == nil {
 		e.mu.Lock()
 		e.ready = nil

@@ -21,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/weir-metrics/weir/internal/weirtest"
+	"github.com/weir-metrics/weir/pkg/auth"
 	"github.com/weir-metrics/weir/pkg/config"
 	"github.com/weir-metrics/weir/pkg/kafka"
 	"github.com/weir-metrics/weir/services/app"
@@ -28,6 +29,7 @@ import (
 
 type testEdge struct {
 	edge   *Edge
+	auth   *auth.Authenticator
 	broker *kafka.Broker
 	srv    *httptest.Server
 	reg    *prometheus.Registry
@@ -50,7 +52,11 @@ func startEdge(t *testing.T, mutate func(*config.Config)) *testEdge {
 	}
 	cfg.Kafka.Embedded.Addr = b.Addr()
 	reg := prometheus.NewRegistry()
-	e, err := New(&cfg, log, reg)
+	authn, err := auth.New(auth.Options{TenantsFile: cfg.Auth.TenantsFile, Logger: log, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(&cfg, log, reg, authn, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +73,7 @@ func startEdge(t *testing.T, mutate func(*config.Config)) *testEdge {
 		b.Close()
 	})
 	weirtest.Eventually(t, 10*time.Second, e.Ready)
-	return &testEdge{edge: e, broker: b, srv: srv, reg: reg, cfg: &cfg}
+	return &testEdge{edge: e, auth: authn, broker: b, srv: srv, reg: reg, cfg: &cfg}
 }
 
 // rawRecords counts the records in a tenant's raw topic (0 when the topic
@@ -134,6 +140,8 @@ func TestRemoteWriteRefusals(t *testing.T) {
 		c.Edge.MaxDecompressedBytes = 1 << 20
 		c.Kafka.MaxRecordBytes = 64 << 10
 		c.Kafka.ProducerMaxBufferedBytes = 1 << 20
+		// Off, so that the huge label reaches the record size check.
+		c.Edge.MaxLabelValueLength = 0
 	})
 	v1 := weirtest.ContentTypeV1
 	hdr := func(ct, enc, tenant string) map[string]string {

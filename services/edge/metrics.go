@@ -1,6 +1,10 @@
 package edge
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weir-metrics/weir/pkg/limits"
+)
 
 type metrics struct {
 	samplesReceived  *prometheus.CounterVec
@@ -12,9 +16,10 @@ type metrics struct {
 	produceFailures  *prometheus.CounterVec
 	produceDuration  prometheus.Histogram
 	requestBytes     *prometheus.HistogramVec
+	fieldsDropped    *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer, tracker *limits.Tracker) *metrics {
 	m := &metrics{
 		samplesReceived: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "weir_edge_samples_received_total",
@@ -55,8 +60,28 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Size of write request bodies as sent (compressed), by source protocol.",
 			Buckets: prometheus.ExponentialBuckets(256, 4, 10),
 		}, []string{"source"}),
+		fieldsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weir_edge_influx_fields_dropped_total",
+			Help: "Line-protocol field values of written requests that became no sample, by tenant and reason (string_field: string fields under influx_string_fields: drop).",
+		}, []string{"tenant", "reason"}),
 	}
 	reg.MustRegister(m.samplesReceived, m.samplesWritten, m.samplesRefused, m.exemplarsWritten,
-		m.requestsRefused, m.recordsProduced, m.produceFailures, m.produceDuration, m.requestBytes)
+		m.requestsRefused, m.recordsProduced, m.produceFailures, m.produceDuration, m.requestBytes,
+		m.fieldsDropped, usageCollector{tracker})
 	return m
+}
+
+// usageCollector exposes how close each tenant comes to each of its limits.
+type usageCollector struct{ tracker *limits.Tracker }
+
+var usageDesc = prometheus.NewDesc("weir_edge_limit_usage_ratio",
+	"Peak use of a limit by a tenant over the last 15-30 s divided by the limit in force (ingestion_rate: samples/s; body sizes, label counts and lengths, exemplars: the largest seen; max_future_skew: the furthest ahead). 1 or more means requests were refused for it. Only limits in force (non-zero) are reported.",
+	[]string{"tenant", "limit"}, nil)
+
+func (usageCollector) Describe(ch chan<- *prometheus.Desc) { ch <- usageDesc }
+
+func (c usageCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, u := range c.tracker.Usage() {
+		ch <- prometheus.MustNewConstMetric(usageDesc, prometheus.GaugeValue, u.Ratio, u.Tenant, u.Limit)
+	}
 }

@@ -19,12 +19,15 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/weir-metrics/weir/pkg/auth"
 	"github.com/weir-metrics/weir/pkg/bucket"
 	"github.com/weir-metrics/weir/pkg/config"
 	"github.com/weir-metrics/weir/pkg/kafka"
+	"github.com/weir-metrics/weir/pkg/limits"
 	"github.com/weir-metrics/weir/pkg/promapi"
 	"github.com/weir-metrics/weir/pkg/prw"
 	"github.com/weir-metrics/weir/pkg/record"
+	"github.com/weir-metrics/weir/pkg/rollupparquet"
 	"github.com/weir-metrics/weir/pkg/shipper"
 	"github.com/weir-metrics/weir/pkg/tenant"
 	"github.com/weir-metrics/weir/pkg/tsdbstore"
@@ -39,8 +42,13 @@ type Sink struct {
 	api     *promapi.API
 	metrics *metrics
 	lag     *kafka.LagTracker
+	runtime *limits.Runtime
+	// ownRuntime: the sink opened runtime and runs its reloads.
+	ownRuntime bool
 	// shipping is nil when sink.ship_blocks is off.
 	shipping *shipping
+	// parquet writes the rollup files; nil when rollup.enabled is off.
+	parquet *rollupparquet.Consumer
 
 	tenantFromRequest func(*http.Request) (string, error)
 
@@ -63,10 +71,27 @@ type Sink struct {
 	stalled bool
 }
 
-// New opens the TSDB shards on disk and prepares the query API.
-func New(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, build promapi.BuildInfo) (*Sink, error) {
+// New opens the TSDB shards on disk and prepares the query API. tenants
+// resolves the tenant of queries, as it does for writes at the edge; nil
+// means no authentication (X-Scope-OrgID, else anonymous). rt holds the
+// tenants' limits, of which the sink applies the out-of-order window;
+// nil makes the sink open (and reload) edge.runtime_file itself.
+func New(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, build promapi.BuildInfo, tenants *auth.Authenticator, rt *limits.Runtime) (*Sink, error) {
 	log = log.With("service", "sink")
-	s := &Sink{cfg: cfg, log: log}
+	ownRuntime := rt == nil
+	if ownRuntime {
+		var err error
+		if rt, err = limits.Open(cfg, log, reg); err != nil {
+			return nil, err
+		}
+	}
+	if tenants == nil {
+		var err error
+		if tenants, err = auth.New(auth.Options{Logger: log}); err != nil {
+			return nil, err
+		}
+	}
+	s := &Sink{cfg: cfg, log: log, runtime: rt, ownRuntime: ownRuntime}
 	var canDelete func(*tsdbstore.Shard, ulid.ULID) bool
 	if cfg.Sink.ShipBlocks {
 		bkt, err := bucket.Open(cfg, log, reg, "sink")
@@ -76,19 +101,25 @@ func New(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, build 
 		s.shipping = &shipping{bkt: bkt, metrics: shipper.NewMetrics(reg), s: s, shippers: map[*tsdbstore.Shard]*shipper.Shipper{}}
 		canDelete = s.shipping.canDelete
 	}
+	parquet, err := newParquetWriter(cfg, log, reg)
+	if err != nil {
+		return nil, err
+	}
+	s.parquet = parquet
 	store, err := tsdbstore.Open(tsdbstore.Options{
-		Dir:              cfg.TSDBDir(),
-		Shards:           cfg.Sink.TSDBShards,
-		BlockDuration:    cfg.Sink.BlockDuration,
-		Retention:        cfg.Sink.Retention,
-		OutOfOrderWindow: cfg.Sink.OutOfOrderWindow,
-		CanDeleteBlock:   canDelete,
-		Logger:           log,
+		Dir:                 cfg.TSDBDir(),
+		Shards:              cfg.Sink.TSDBShards,
+		BlockDuration:       cfg.Sink.BlockDuration,
+		Retention:           cfg.Sink.Retention,
+		OutOfOrderWindow:    cfg.Sink.OutOfOrderWindow,
+		OutOfOrderWindowFor: func(t string) time.Duration { return rt.For(t).OutOfOrderWindow },
+		CanDeleteBlock:      canDelete,
+		Logger:              log,
 	})
 	if err != nil {
 		return nil, err
 	}
-	tenantFromRequest := func(r *http.Request) (string, error) { return tenant.FromHeader(r.Header), nil }
+	tenantFromRequest := tenants.Tenant
 	api, err := promapi.New(promapi.Options{
 		Source:            store,
 		TenantFromRequest: tenantFromRequest,
@@ -147,6 +178,13 @@ func (s *Sink) Run(ctx context.Context) error {
 		// runs after this).
 		defer func() { cancel(); <-done }()
 	}
+	if s.parquet != nil {
+		defer s.runParquet(ctx)()
+	}
+	if s.ownRuntime {
+		go s.runtime.Run(ctx)
+	}
+	go s.applyLimits(ctx)
 	opts, err := kafka.ClientOpts(s.cfg, s.log)
 	if err != nil {
 		return err
@@ -388,4 +426,21 @@ func (s *Sink) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32)
 func (s *Sink) forget(parts map[string][]int32) {
 	s.positions.forget(parts)
 	s.lag.Revoke(parts)
+}
+
+// applyLimits gives the tenants' shards their out-of-order window as the
+// runtime file changes it.
+func (s *Sink) applyLimits(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Edge.RuntimeReloadInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.store.ApplyOutOfOrderWindows(); err != nil {
+				s.log.Error("cannot change a tenant's out-of-order window", "err", err)
+			}
+		}
+	}
 }

@@ -1,8 +1,10 @@
 // Package stream is the stream target: it consumes every tenant's raw
-// topic in a consumer group and produces what it admits to the tenant's
-// series topic, in Kafka transactions that also commit the consumed
-// offsets, so a crash at any instant neither loses nor duplicates a
-// record.
+// topic in a consumer group, runs each tenant's pipeline (relabel, guard
+// rails, series budget) over the series, and produces what it admits to
+// the tenant's series topic. Output, the ledger that carries the budget
+// state, and the consumed offsets are written in one Kafka transaction per
+// poll, so a crash at any instant neither loses nor duplicates a sample
+// and never lets a budget forget what it admitted.
 package stream
 
 import (
@@ -10,47 +12,126 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/VictoriaMetrics/fastcache"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/weir-metrics/weir/pkg/auth"
+	"github.com/weir-metrics/weir/pkg/budget"
+	"github.com/weir-metrics/weir/pkg/cardinality"
 	"github.com/weir-metrics/weir/pkg/config"
 	"github.com/weir-metrics/weir/pkg/kafka"
+	"github.com/weir-metrics/weir/pkg/pipeline"
 	"github.com/weir-metrics/weir/pkg/record"
 	"github.com/weir-metrics/weir/services/app"
 )
 
+// nearLimitShare is the share of a limit from which a partition's state
+// carries the series filter the edge needs to refuse new series.
+const nearLimitShare = 0.8
+
 // Stream is the stream target.
 type Stream struct {
 	cfg     *config.Config
+	tenants *auth.Authenticator
 	log     *slog.Logger
 	reg     prometheus.Registerer
 	metrics *metrics
 	lag     *kafka.LagTracker
 
+	pipes  *pipeline.Watcher
+	cache  *fastcache.Cache
+	track  *cardinality.Tracker
+	owned  ownership
+	states *budget.Reader
+	remote remoteUsage
+
 	mu    sync.Mutex
 	ready error
+
+	// Rebalance callbacks run on the client's goroutines; they queue
+	// what changed and the poll loop applies it between polls.
+	evMu     sync.Mutex
+	assigned map[string][]int32
+	revoked  map[string][]int32
+
+	// Owned by the poll loop.
+	toLoad    map[string]map[int32]bool
+	published map[string]publishedState
+	stage     *stage
+	counts    pollCounts
 }
 
-// New creates the stream target; it connects to Kafka in Run.
-func New(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) *Stream {
-	return &Stream{
-		cfg:     cfg,
-		log:     log.With("service", "stream"),
-		reg:     reg,
-		metrics: newMetrics(reg),
-		lag:     kafka.NewLagTracker(reg, "stream", cfg.Kafka.TopicPrefix),
-		ready:   errors.New("not joined to its consumer group yet"),
+type publishedState struct {
+	part    *cardinality.Partition
+	version uint64
+	near    bool
+	gen     uint32 // pipelines generation: limits are part of the state
+	at      time.Time
+}
+
+// New creates the stream target and loads its pipelines; a pipeline file
+// that does not parse is an error. It connects to Kafka in Run. tenants
+// resolves who may read the cardinality explorer, as for writes and
+// queries; nil means no authentication.
+func New(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, tenants *auth.Authenticator) (*Stream, error) {
+	log = log.With("service", "stream")
+	if tenants == nil {
+		var err error
+		if tenants, err = auth.New(auth.Options{Logger: log}); err != nil {
+			return nil, err
+		}
 	}
+	pipes, err := pipeline.NewWatcher(cfg.Stream.PipelinesDir, log, reg)
+	if err != nil {
+		return nil, err
+	}
+	opts, err := kafka.ClientOpts(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	s := &Stream{
+		tenants: tenants,
+		cfg:     cfg,
+		log:     log,
+		reg:     reg,
+		lag:     kafka.NewLagTracker(reg, "stream", cfg.Kafka.TopicPrefix),
+		pipes:   pipes,
+		cache:   pipeline.NewCache(cfg.Stream.RelabelCacheBytes),
+		track: cardinality.New(cardinality.Options{
+			Window:           cfg.Stream.ActiveSeriesWindow,
+			LabelValuesLimit: cfg.Stream.LabelValuesLimit,
+		}),
+		states:    budget.NewReader(opts, budget.Topic(cfg.Kafka.TopicPrefix), log),
+		ready:     errors.New("not joined to its consumer group yet"),
+		assigned:  map[string][]int32{},
+		revoked:   map[string][]int32{},
+		toLoad:    map[string]map[int32]bool{},
+		published: map[string]publishedState{},
+	}
+	s.remote = remoteUsage{view: s.states.View(), owned: &s.owned}
+	s.metrics = newMetrics(reg, s)
+	s.stage = &stage{
+		proc:       pipeline.NewProcessor(s.cache),
+		track:      s.track,
+		remote:     s.remote,
+		partitions: cfg.Kafka.Partitions,
+		maxRecord:  cfg.Kafka.MaxRecordBytes,
+		counts:     &s.counts,
+	}
+	return s, nil
 }
 
 // Name implements app.Service.
 func (s *Stream) Name() string { return "stream" }
 
-// RegisterRoutes implements app.Service; the stream serves no routes.
-func (s *Stream) RegisterRoutes(*app.Mux) {}
+// RegisterRoutes implements app.Service: the cardinality explorer.
+func (s *Stream) RegisterRoutes(mux *app.Mux) { s.registerExplorer(mux) }
 
 // Ready implements app.Service.
 func (s *Stream) Ready() error {
@@ -65,6 +146,9 @@ func (s *Stream) setReady(err error) {
 	s.mu.Unlock()
 }
 
+// Pipelines returns the pipelines in force.
+func (s *Stream) Pipelines() *pipeline.Set { return s.pipes.Set() }
+
 // TransactionalID is the transactional ID of the worker with the given
 // instance ID.
 func TransactionalID(instanceID string) string { return "weir-stream-" + instanceID }
@@ -74,7 +158,11 @@ func (s *Stream) clientOpts() ([]kgo.Opt, error) {
 	if err != nil {
 		return nil, err
 	}
-	return append(opts, kafka.ProducerOpts(s.cfg)...), nil
+	opts = append(opts, kafka.ProducerOpts(s.cfg)...)
+	// A transaction's records may wait longer than an edge request: give
+	// them most of the transaction timeout rather than kafka.produce_timeout,
+	// so a slow broker delays a transaction instead of aborting it.
+	return append(opts, kgo.RecordDeliveryTimeout(s.cfg.Stream.TransactionTimeout*2/3)), nil
 }
 
 // fence initialises the producer ID of this worker's transactional ID
@@ -116,6 +204,13 @@ func (s *Stream) Run(ctx context.Context) error {
 		}
 		break
 	}
+	bg, stopBG := context.WithCancel(ctx)
+	var bgWG sync.WaitGroup
+	defer func() { stopBG(); bgWG.Wait() }()
+	bgWG.Add(2)
+	go func() { defer bgWG.Done(); s.pipes.Run(bg, s.cfg.Stream.PipelinesReloadInterval) }()
+	go func() { defer bgWG.Done(); s.states.Run(bg) }()
+
 	sess, err := kgo.NewGroupTransactSession(append(opts, append(kafka.ConsumerOpts(s.cfg),
 		kgo.TransactionalID(TransactionalID(s.cfg.Stream.InstanceID)),
 		kgo.TransactionTimeout(s.cfg.Stream.TransactionTimeout),
@@ -127,10 +222,12 @@ func (s *Stream) Run(ctx context.Context) error {
 		kgo.FetchMaxWait(500*time.Millisecond),
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
 			s.log.Info("partitions assigned", "partitions", assigned)
+			s.queueEvent(assigned, nil)
 			s.setReady(nil)
 		}),
 		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
 			s.lag.Revoke(revoked)
+			s.queueEvent(nil, revoked)
 		}),
 	)...)...)
 	if err != nil {
@@ -138,6 +235,8 @@ func (s *Stream) Run(ctx context.Context) error {
 	}
 	kafka.RegisterProducerGauges(s.reg, "stream", sess.Client())
 	topics := kafka.NewTopics(sess.Client(), s.cfg.Kafka)
+	adm := kadm.NewClient(sess.Client())
+	st := &stateTopics{adm: adm, partitions: s.cfg.Kafka.Partitions, replication: int16(s.cfg.Kafka.ReplicationFactor), retention: s.cfg.Stream.ActiveSeriesWindow}
 	s.setReady(nil)
 	defer func() {
 		// Leaving the group would make a restarted worker wait for a
@@ -145,36 +244,175 @@ func (s *Stream) Run(ctx context.Context) error {
 		sess.Close()
 	}()
 
+	consumerOpts, err := kafka.ClientOpts(s.cfg, s.log)
+	if err != nil {
+		return err
+	}
+	lastSweep, lastPublish := time.Now(), time.Time{}
 	for {
-		fetches := sess.PollFetches(ctx)
+		pollCtx, cancel := context.WithTimeout(ctx, s.cfg.Stream.BudgetPublishInterval)
+		fetches := sess.PollRecords(pollCtx, s.cfg.Stream.MaxRecordsPerTransaction)
+		cancel()
 		if ctx.Err() != nil {
 			return nil
 		}
 		fetches.EachError(func(topic string, p int32, err error) {
-			s.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				s.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
+			}
 		})
-		if fetches.NumRecords() == 0 {
-			continue
-		}
-		if err := s.process(ctx, sess, topics, fetches); err != nil {
+		s.applyEvents()
+		if err := s.loadPending(ctx, consumerOpts, adm); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
+		now := time.Now()
+		if now.Sub(lastSweep) >= 30*time.Second {
+			s.track.Sweep(now)
+			lastSweep = now
+		}
+		publish := now.Sub(lastPublish) >= s.cfg.Stream.BudgetPublishInterval
+		if fetches.NumRecords() == 0 && !publish {
+			continue
+		}
+		if err := s.process(ctx, sess, topics, st, adm, consumerOpts, fetches, publish); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if publish {
+			lastPublish = now
+		}
 		s.lag.Observe(fetches)
 	}
 }
 
-// process handles one poll in one transaction.
-func (s *Stream) process(ctx context.Context, sess *kgo.GroupTransactSession, topics *kafka.Topics, fetches kgo.Fetches) error {
+func (s *Stream) queueEvent(assigned, revoked map[string][]int32) {
+	s.evMu.Lock()
+	defer s.evMu.Unlock()
+	for t, ps := range assigned {
+		s.assigned[t] = append(s.assigned[t], ps...)
+	}
+	for t, ps := range revoked {
+		s.revoked[t] = append(s.revoked[t], ps...)
+	}
+}
+
+// applyEvents applies rebalances between polls: a revoked partition's
+// state is dropped (its next owner replays the ledger), an assigned one is
+// loaded before its records are processed.
+func (s *Stream) applyEvents() {
+	s.evMu.Lock()
+	assigned, revoked := s.assigned, s.revoked
+	s.assigned, s.revoked = map[string][]int32{}, map[string][]int32{}
+	s.evMu.Unlock()
+	s.track.Lock()
+	defer s.track.Unlock()
+	for topic, ps := range revoked {
+		ten, _, ok := kafka.ParseTopic(s.cfg.Kafka.TopicPrefix, topic)
+		if !ok {
+			continue
+		}
+		for _, p := range ps {
+			s.track.Forget(ten, p)
+			s.owned.set(ten, p, false)
+			delete(s.toLoad[ten], p)
+			delete(s.published, ten+"/"+strconv.Itoa(int(p)))
+		}
+	}
+	for topic, ps := range assigned {
+		ten, _, ok := kafka.ParseTopic(s.cfg.Kafka.TopicPrefix, topic)
+		if !ok {
+			continue
+		}
+		for _, p := range ps {
+			s.owned.set(ten, p, true)
+			if !s.track.Partition(ten, p).Loaded() {
+				if s.toLoad[ten] == nil {
+					s.toLoad[ten] = map[int32]bool{}
+				}
+				s.toLoad[ten][p] = true
+			}
+		}
+	}
+}
+
+// loadPending replays the ledger of every owned partition not loaded yet,
+// retrying until it succeeds or ctx ends: a partition's records are never
+// processed against a budget that forgot what it admitted.
+func (s *Stream) loadPending(ctx context.Context, opts []kgo.Opt, adm *kadm.Client) error {
+	for ten, ps := range s.toLoad {
+		for p := range ps {
+			for attempt := 0; ; attempt++ {
+				err := s.load(ctx, opts, adm, ten, p)
+				if err == nil {
+					break
+				}
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				s.log.Warn("cannot replay the series ledger; retrying", "tenant", ten, "partition", p, "err", err)
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(time.Duration(min(attempt+1, 5)) * time.Second):
+				}
+			}
+			delete(ps, p)
+		}
+		delete(s.toLoad, ten)
+	}
+	return nil
+}
+
+// load replays one partition's ledger into a fresh state.
+func (s *Stream) load(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, tenant string, p int32) error {
+	start := time.Now()
+	s.track.Lock()
+	s.track.Forget(tenant, p)
+	part := s.track.Partition(tenant, p)
+	s.track.SetNow(start)
+	s.track.Unlock()
+	since := start.Add(-s.cfg.Stream.ActiveSeriesWindow - time.Minute)
+	topic := kafka.Topic(s.cfg.Kafka.TopicPrefix, tenant, KindLedger)
+	n, err := replayLedger(ctx, opts, adm, topic, p, since, func(at time.Time, entries []cardinality.LedgerEntry) error {
+		s.track.Lock()
+		part.Replay(at, entries)
+		s.track.Unlock()
+		return nil
+	})
+	if err != nil {
+		s.track.Lock()
+		s.track.Forget(tenant, p)
+		s.track.Unlock()
+		return err
+	}
+	s.track.Lock()
+	part.MarkLoaded()
+	s.track.Unlock()
+	s.metrics.ledgerReplay.Observe(time.Since(start).Seconds())
+	s.log.Debug("series ledger replayed", "tenant", tenant, "partition", p, "entries", n, "took", time.Since(start))
+	return nil
+}
+
+type partKey struct {
+	tenant string
+	p      int32
+}
+
+// process handles one poll in one transaction: the admitted series, the
+// ledger entries of the budget state they changed, and (when due) the
+// budget state for the edges.
+func (s *Stream) process(ctx context.Context, sess *kgo.GroupTransactSession, topics *kafka.Topics, st *stateTopics, adm *kadm.Client, opts []kgo.Opt, fetches kgo.Fetches, publish bool) error {
 	if err := sess.Begin(); err != nil {
 		return fmt.Errorf("beginning transaction: %w", err)
 	}
 	var (
 		mu      sync.Mutex
 		prodErr error
-		out     = map[string]int{}
 	)
 	fail := func(err error) {
 		mu.Lock()
@@ -183,6 +421,17 @@ func (s *Stream) process(ctx context.Context, sess *kgo.GroupTransactSession, to
 		}
 		mu.Unlock()
 	}
+	promise := func(_ *kgo.Record, err error) {
+		if err != nil {
+			fail(err)
+		}
+	}
+	s.counts.reset()
+	touched := map[partKey]*cardinality.Partition{}
+	set := s.pipes.Set()
+	s.track.Lock()
+	s.track.SetNow(time.Now())
+	s.track.Unlock()
 	fetches.EachRecord(func(r *kgo.Record) {
 		meta, err := record.ParseHeaders(r.Headers)
 		if err != nil {
@@ -197,33 +446,111 @@ func (s *Stream) process(ctx context.Context, sess *kgo.GroupTransactSession, to
 			fail(err)
 			return
 		}
-		out[meta.Tenant]++
-		sess.Produce(ctx, &kgo.Record{
-			Topic:     kafka.Topic(s.cfg.Kafka.TopicPrefix, meta.Tenant, kafka.KindSeries),
-			Partition: r.Partition,
-			Value:     r.Value,
-			Headers:   r.Headers,
-			Timestamp: r.Timestamp,
-		}, func(_ *kgo.Record, err error) {
+		ledgerTopic := kafka.Topic(s.cfg.Kafka.TopicPrefix, meta.Tenant, KindLedger)
+		if err := st.ensureLedger(ctx, ledgerTopic); err != nil {
+			fail(err)
+			return
+		}
+		s.track.Lock()
+		part := s.track.Partition(meta.Tenant, r.Partition)
+		if !part.Loaded() {
+			// Assigned before this worker heard of it (a new tenant).
+			s.track.Unlock()
+			if err := s.load(ctx, opts, adm, meta.Tenant, r.Partition); err != nil {
+				fail(err)
+				return
+			}
+			s.track.Lock()
+			part = s.track.Partition(meta.Tenant, r.Partition)
+		}
+		res := s.stage.run(set, meta, part, r.Partition, r.Value)
+		s.track.Unlock()
+		touched[partKey{meta.Tenant, r.Partition}] = part
+		series := kafka.Topic(s.cfg.Kafka.TopicPrefix, meta.Tenant, kafka.KindSeries)
+		tc := s.counts.tenant(meta.Tenant)
+		if res.passThrough {
+			tc.recordsProduced++
+			sess.Produce(ctx, &kgo.Record{Topic: series, Partition: r.Partition, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp}, promise)
+		}
+		for _, enc := range res.records {
+			tc.recordsProduced++
+			sess.Produce(ctx, &kgo.Record{Topic: series, Partition: enc.Partition, Value: enc.Value, Headers: r.Headers, Timestamp: r.Timestamp}, promise)
+		}
+	})
+
+	// The ledger entries of this poll, in its transaction: after a crash
+	// the ledger holds exactly what the committed output admitted.
+	now := time.Now()
+	s.track.Lock()
+	for k, part := range touched {
+		entries := part.TakeLedger()
+		topic := kafka.Topic(s.cfg.Kafka.TopicPrefix, k.tenant, KindLedger)
+		for len(entries) > 0 {
+			n := min(len(entries), cardinality.MaxLedgerEntries)
+			sess.Produce(ctx, &kgo.Record{Topic: topic, Partition: k.p, Value: cardinality.EncodeLedger(entries[:n]), Timestamp: now}, promise)
+			entries = entries[n:]
+		}
+	}
+	var (
+		states []*budget.PartitionState
+		marks  map[string]publishedState
+	)
+	if publish {
+		states, marks = s.snapshotsLocked(set, now)
+	}
+	s.track.Unlock()
+	if len(states) > 0 {
+		topic := budget.Topic(s.cfg.Kafka.TopicPrefix)
+		if err := st.ensureState(ctx, topic); err != nil {
+			fail(err)
+		}
+		for _, ps := range states {
+			v, err := ps.Marshal()
 			if err != nil {
 				fail(err)
+				continue
 			}
-		})
-	})
-	commit := kgo.TryCommit
-	if prodErr != nil {
-		commit = kgo.TryAbort
+			sess.Produce(ctx, &kgo.Record{Topic: topic, Key: budget.Key(ps.Tenant, ps.Partition), Value: v, Timestamp: now}, promise)
+		}
 	}
+
 	endCtx := ctx
 	if ctx.Err() != nil {
 		var cancel context.CancelFunc
 		endCtx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 	}
+	// Every record must be acknowledged before deciding to commit: the
+	// session's End commits even when some records of the transaction
+	// failed, which would commit the input offsets of lost output.
+	if err := sess.Client().Flush(endCtx); err != nil {
+		fail(fmt.Errorf("flushing the transaction's records: %w", err))
+	}
+	commit := kgo.TryCommit
+	mu.Lock()
+	if prodErr != nil {
+		commit = kgo.TryAbort
+	}
+	mu.Unlock()
 	committed, err := sess.End(endCtx, commit)
 	mu.Lock()
 	perr := prodErr
 	mu.Unlock()
+	if err != nil || !committed {
+		// The in-memory budget state of the touched partitions is ahead
+		// of what Kafka holds: drop it and replay the ledger.
+		s.track.Lock()
+		for k := range touched {
+			s.track.Forget(k.tenant, k.p)
+			if s.owned.owns(k.tenant, k.p) {
+				if s.toLoad[k.tenant] == nil {
+					s.toLoad[k.tenant] = map[int32]bool{}
+				}
+				s.toLoad[k.tenant][k.p] = true
+			}
+		}
+		s.track.Unlock()
+	}
 	switch {
 	case err != nil:
 		s.metrics.transactions.WithLabelValues("failed").Inc()
@@ -233,39 +560,37 @@ func (s *Stream) process(ctx context.Context, sess *kgo.GroupTransactSession, to
 		s.log.Warn("transaction aborted; its records will be processed again", "produce_err", perr)
 	default:
 		s.metrics.transactions.WithLabelValues("committed").Inc()
-		for t, n := range out {
-			s.metrics.recordsProduced.WithLabelValues(t).Add(float64(n))
+		s.metrics.add(&s.counts)
+		for k, m := range marks {
+			s.published[k] = m
 		}
 	}
 	return nil
 }
 
-type metrics struct {
-	recordsConsumed  *prometheus.CounterVec
-	recordsProduced  *prometheus.CounterVec
-	recordsDiscarded *prometheus.CounterVec
-	transactions     *prometheus.CounterVec
-}
-
-func newMetrics(reg prometheus.Registerer) *metrics {
-	m := &metrics{
-		recordsConsumed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "weir_stream_records_consumed_total",
-			Help: "Raw records read by the stream stage, by tenant (counted again when a transaction aborts and they are re-read).",
-		}, []string{"tenant"}),
-		recordsProduced: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "weir_stream_records_produced_total",
-			Help: "Series records committed by the stream stage, by tenant.",
-		}, []string{"tenant"}),
-		recordsDiscarded: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "weir_stream_records_discarded_total",
-			Help: "Raw records the stream stage could not read, by tenant and reason.",
-		}, []string{"tenant", "reason"}),
-		transactions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "weir_stream_transactions_total",
-			Help: "Transactions ended by the stream stage, by result (committed, aborted, failed).",
-		}, []string{"result"}),
+// snapshotsLocked returns the states of owned partitions that changed
+// since they were last published, or were not published for a
+// heartbeat.
+func (s *Stream) snapshotsLocked(set *pipeline.Set, now time.Time) ([]*budget.PartitionState, map[string]publishedState) {
+	var out []*budget.PartitionState
+	marks := map[string]publishedState{}
+	for ten, ps := range s.owned.all() {
+		pl := set.For(ten)
+		near := s.track.NearLimit(ten, pl.Budget, s.remote, nearLimitShare)
+		for _, p := range ps {
+			part := s.track.Partition(ten, p)
+			if !part.Loaded() {
+				continue
+			}
+			k := ten + "/" + strconv.Itoa(int(p))
+			last := s.published[k]
+			v := part.Version()
+			if last.part == part && last.version == v && last.near == near && last.gen == set.Generation() && now.Sub(last.at) < budget.PublishHeartbeat {
+				continue
+			}
+			out = append(out, part.Snapshot(pl.Budget, s.cfg.Kafka.Partitions, now, near))
+			marks[k] = publishedState{part: part, version: v, near: near, gen: set.Generation(), at: now}
+		}
 	}
-	reg.MustRegister(m.recordsConsumed, m.recordsProduced, m.recordsDiscarded, m.transactions)
-	return m
+	return out, marks
 }

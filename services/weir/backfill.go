@@ -12,6 +12,7 @@ import (
 
 	"github.com/weir-metrics/weir/pkg/backfill"
 	"github.com/weir-metrics/weir/pkg/config"
+	"github.com/weir-metrics/weir/pkg/influx"
 	"github.com/weir-metrics/weir/pkg/kafka"
 	"github.com/weir-metrics/weir/pkg/prw"
 	"github.com/weir-metrics/weir/pkg/record"
@@ -22,11 +23,12 @@ func backfillCommand() *cobra.Command {
 	var (
 		ten, format string
 		prwVersion  int
+		precision   string
 		maxAge      time.Duration
 		batch       int
 	)
 	cmd := &cobra.Command{
-		Use:   "backfill --tenant T --format openmetrics|prw FILE...",
+		Use:   "backfill --tenant T --format openmetrics|influx|prw FILE...",
 		Short: "Write historical data into a tenant's raw topic, to enter weir like live data",
 		Long: `backfill reads files of historical samples and produces them into the
 tenant's raw topic, where the stream and sink stages treat them like live
@@ -36,6 +38,8 @@ its out-of-order window (sink.out_of_order_window).
 Formats:
   openmetrics  OpenMetrics text ending in "# EOF", or the Prometheus text
                format; every sample needs a timestamp
+  influx       InfluxDB line protocol, mapped as /api/v2/write maps it;
+               every line needs a timestamp (--precision, default ns)
   prw          remote-write request bodies as Prometheus sends them
                (snappy protobuf), each prefixed by its length as an
                unsigned varint; --prw-version selects 1.0 or 2.0`,
@@ -48,18 +52,23 @@ Formats:
 			if err := tenant.ValidateID(ten); err != nil {
 				return fmt.Errorf("--tenant: %w", err)
 			}
-			return runBackfill(cmd.Context(), &cfg, ten, format, prw.Version(prwVersion), maxAge, batch, files, cmd.ErrOrStderr())
+			prec, err := influx.ParsePrecision(precision, false)
+			if err != nil {
+				return fmt.Errorf("--precision: %w", err)
+			}
+			return runBackfill(cmd.Context(), &cfg, ten, format, prw.Version(prwVersion), prec, maxAge, batch, files, cmd.ErrOrStderr())
 		},
 	}
 	cmd.Flags().StringVar(&ten, "tenant", tenant.Anonymous, "tenant the data belongs to")
-	cmd.Flags().StringVar(&format, "format", "openmetrics", "input format: openmetrics or prw")
+	cmd.Flags().StringVar(&format, "format", "openmetrics", "input format: openmetrics, influx or prw")
+	cmd.Flags().StringVar(&precision, "precision", "ns", "timestamp precision of influx files: ns, us, ms or s")
 	cmd.Flags().IntVar(&prwVersion, "prw-version", 1, "remote-write version of prw files: 1 or 2")
 	cmd.Flags().DurationVar(&maxAge, "max-age", 0, "refuse samples older than this (0: no bound)")
 	cmd.Flags().IntVar(&batch, "batch-samples", 20000, "samples per batch written to Kafka")
 	return cmd
 }
 
-func runBackfill(ctx context.Context, cfg *config.Config, ten, format string, version prw.Version, maxAge time.Duration, batch int, files []string, out io.Writer) error {
+func runBackfill(ctx context.Context, cfg *config.Config, ten, format string, version prw.Version, precision influx.Precision, maxAge time.Duration, batch int, files []string, out io.Writer) error {
 	log := newLogger(cfg.Log)
 	opts, err := kafka.ClientOpts(cfg, log)
 	if err != nil {
@@ -92,6 +101,9 @@ func runBackfill(ctx context.Context, cfg *config.Config, ten, format string, ve
 			}
 			r = backfill.NewOpenMetricsReader(data, batch)
 			source = record.SourceOpenMetrics
+		case "influx":
+			r = backfill.NewInfluxReader(counted, precision, batch)
+			source = record.SourceInflux
 		case "prw":
 			if version != prw.V1 && version != prw.V2 {
 				f.Close()
@@ -103,7 +115,7 @@ func runBackfill(ctx context.Context, cfg *config.Config, ten, format string, ve
 			r = backfill.NewPRWReader(counted, version)
 		default:
 			f.Close()
-			return fmt.Errorf("--format %q is not openmetrics or prw", format)
+			return fmt.Errorf("--format %q is not openmetrics, influx or prw", format)
 		}
 		st, err := backfill.Produce(ctx, cl, r, backfill.Options{
 			Tenant: ten, Topic: kafka.Topic(cfg.Kafka.TopicPrefix, ten, kafka.KindRaw), Source: source,

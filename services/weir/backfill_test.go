@@ -16,7 +16,8 @@ import (
 )
 
 // TestBackfillDayOfHistory backfills a day of data behind live data, in
-// each file format, and reads all of it back through the query API.
+// each file format (OpenMetrics, remote-write, line protocol), and reads
+// all of it back through the query API.
 func TestBackfillDayOfHistory(t *testing.T) {
 	dir := t.TempDir()
 	kafkaAddr := weirtest.FreeAddr(t)
@@ -41,11 +42,13 @@ func TestBackfillDayOfHistory(t *testing.T) {
 	var om strings.Builder
 	om.WriteString("# TYPE history_om gauge\n")
 	var prwFile []byte
+	var lp strings.Builder
 	for i := 0; i < points; i++ {
 		ts := start.Add(time.Duration(i) * step)
 		for _, room := range []string{"a", "b"} {
 			fmt.Fprintf(&om, "history_om{room=%q} %d %d\n", room, i, ts.UnixMilli()/1000)
 		}
+		fmt.Fprintf(&lp, "history_influx,room=a value=%d %d\n", 3*i, ts.UnixNano())
 		req := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
 			Labels:  []prompb.Label{{Name: "__name__", Value: "history_prw"}, {Name: "room", Value: "a"}},
 			Samples: []prompb.Sample{{Value: float64(i) * 2, Timestamp: ts.UnixMilli()}},
@@ -56,6 +59,10 @@ func TestBackfillDayOfHistory(t *testing.T) {
 	om.WriteString("# EOF\n")
 	omPath := filepath.Join(dir, "day.om")
 	prwPath := filepath.Join(dir, "day.prw")
+	lpPath := filepath.Join(dir, "day.lp")
+	if err := os.WriteFile(lpPath, []byte(lp.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(omPath, []byte(om.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -65,6 +72,7 @@ func TestBackfillDayOfHistory(t *testing.T) {
 	for _, c := range [][]string{
 		{"--format=openmetrics", omPath},
 		{"--format=prw", "--prw-version=1", prwPath},
+		{"--format=influx", lpPath},
 	} {
 		out, err := weirtest.Run(t, nil, append(append([]string{"backfill", "--tenant=hist", "--max-age=72h"}, args...), c...)...)
 		if err != nil {
@@ -76,9 +84,10 @@ func TestBackfillDayOfHistory(t *testing.T) {
 	}
 
 	want := map[string]int{
-		`{__name__="history_om",room="a"}`:  points + 1,
-		`{__name__="history_om",room="b"}`:  points,
-		`{__name__="history_prw",room="a"}`: points,
+		`{__name__="history_om",room="a"}`:     points + 1,
+		`{__name__="history_om",room="b"}`:     points,
+		`{__name__="history_prw",room="a"}`:    points,
+		`{__name__="history_influx",room="a"}`: points,
 	}
 	weirtest.Eventually(t, 60*time.Second, func() error {
 		series, err := weirtest.QueryRaw(p.URL(), "hist", `{__name__=~"history_.*"}`, 26*time.Hour, now.Add(time.Minute))

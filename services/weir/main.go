@@ -10,17 +10,21 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
+	"github.com/weir-metrics/weir/pkg/auth"
 	"github.com/weir-metrics/weir/pkg/config"
 	"github.com/weir-metrics/weir/pkg/kafka"
+	"github.com/weir-metrics/weir/pkg/limits"
 	"github.com/weir-metrics/weir/pkg/promapi"
 	"github.com/weir-metrics/weir/services/app"
 	"github.com/weir-metrics/weir/services/edge"
+	rollupstage "github.com/weir-metrics/weir/services/rollup"
 	"github.com/weir-metrics/weir/services/sink"
 	"github.com/weir-metrics/weir/services/stream"
 )
@@ -65,10 +69,12 @@ func rootCommand() *cobra.Command {
 	root.AddCommand(
 		target("all", "Run every target in one process, with the embedded broker unless kafka.brokers is set", "edge", "stream", "sink"),
 		target("edge", "Run the edge: receive writes and produce them to Kafka", "edge"),
-		target("stream", "Run a stream worker: raw topics to series topics, exactly once", "stream"),
-		target("sink", "Run a sink worker: series topics to TSDB shards, and the query API", "sink"),
+		target("stream", "Run a stream worker: raw topics to series topics, and the rollups, exactly once", "stream"),
+		target("sink", "Run a sink worker: series topics to TSDB shards, the query API, and the rollup Parquet files", "sink"),
 		target("broker", "Run the embedded Kafka-protocol broker alone", "broker"),
 		configCommand(),
+		authCommand(),
+		checkCommand(),
 		backfillCommand(),
 	)
 	return root
@@ -150,18 +156,49 @@ func run(cfg *config.Config, targets []string) error {
 		cfg.Kafka.Embedded.Addr = b.Addr()
 		proc.OnClose(b.Close)
 	}
+	// One authenticator for the edge's writes, the sink's queries and the
+	// stream's cardinality explorer, so all follow the same tenants file.
+	var tenants *auth.Authenticator
+	if slices.Contains(targets, "edge") || slices.Contains(targets, "sink") || slices.Contains(targets, "stream") {
+		a, err := auth.New(auth.Options{TenantsFile: cfg.Auth.TenantsFile, ReloadInterval: cfg.Auth.ReloadInterval, Logger: log, Registerer: reg})
+		if err != nil {
+			return fmt.Errorf("auth.tenants_file: %w", err)
+		}
+		tenants = a
+		go tenants.Run(ctx)
+	}
+	// The tenants' limits, likewise shared by the edge and the sink.
+	var rt *limits.Runtime
+	if slices.Contains(targets, "edge") || slices.Contains(targets, "sink") {
+		var err error
+		if rt, err = limits.Open(cfg, log, reg); err != nil {
+			return err
+		}
+		go rt.Run(ctx)
+	}
 	for _, t := range targets {
 		switch t {
 		case "edge":
-			e, err := edge.New(cfg, log, reg)
+			e, err := edge.New(cfg, log, reg, tenants, rt)
 			if err != nil {
 				return err
 			}
 			proc.Add(e)
 		case "stream":
-			proc.Add(stream.New(cfg, log, reg))
+			st, err := stream.New(cfg, log, reg, tenants)
+			if err != nil {
+				return err
+			}
+			proc.Add(st)
+			if cfg.Rollup.Enabled {
+				defaults, err := rollupstage.DefaultSpecs(cfg)
+				if err != nil {
+					return err
+				}
+				proc.Add(rollupstage.New(cfg, log, reg, rollupstage.FromPipelines(st.Pipelines, defaults)))
+			}
 		case "sink":
-			s, err := sink.New(cfg, log, reg, promapi.BuildInfo{Version: version, Revision: revision})
+			s, err := sink.New(cfg, log, reg, promapi.BuildInfo{Version: version, Revision: revision}, tenants, rt)
 			if err != nil {
 				return err
 			}
