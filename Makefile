@@ -3,6 +3,7 @@
 #   make run    build and start weir all-in-one on its embedded defaults
 #   make test   run the tests of every module in go.work
 #   make stack  run broker, edge, stream and sink as separate local processes
+#   make loadtest  a minute of sustained ingest against a fresh weir, checked for loss
 
 GO       ?= go
 BIN      := bin/weir
@@ -10,11 +11,11 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 REVISION ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -X main.version=$(VERSION) -X main.revision=$(REVISION)
 # Modules listed in go.work; each is tested on its own.
-MODULES  := .
+MODULES  := . loadtest
 # -race costs 5-10x; the suite still fits well inside CI's budget.
 TESTFLAGS ?= -race -timeout 20m
 
-.PHONY: all build run test test-deps vet fmt bench clean stack stack-down
+.PHONY: all build run test test-deps vet fmt bench clean stack stack-down loadtest
 
 all: build
 
@@ -65,6 +66,17 @@ fmt:
 # Benchmarks of the hot paths; see docs/performance.md for figures.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/... ./services/...
+
+# A minute of the default scenario against a fresh all-in-one weir on a
+# temporary data directory and free ports, then the loss and counter checks
+# (docs/performance.md). Extra harness flags: LOADTEST_FLAGS='-scenario max'.
+# To load any other endpoint: bin/weir-loadtest -url http://host:port.
+LOADTEST_FLAGS ?=
+loadtest: build
+	cd loadtest && $(GO) build -o ../bin/weir-loadtest ./cmd/weir-loadtest
+	./bin/weir-loadtest -out bin/loadtest \
+		-exec 'weir=$(CURDIR)/$(BIN) all --data-dir {dir} --http.addr {addr:http} --kafka.embedded.addr {addr:kafka}' \
+		-url 'http://{addr:http}' -ready 'http://{addr:http}/-/ready' $(LOADTEST_FLAGS)
 
 clean:
 	rm -rf bin data
