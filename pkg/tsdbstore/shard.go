@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"os"
 	"path/filepath"
 	"sort"
@@ -22,6 +23,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb"
 
 	"github.com/weir-metrics/weir/pkg/prw"
+	"github.com/weir-metrics/weir/pkg/record"
 )
 
 // checkpointFile holds, per Kafka partition, the next offset to consume:
@@ -42,11 +44,23 @@ type Shard struct {
 	ooo        time.Duration // the out-of-order window in force
 	checkpoint map[int32]int64
 	scratch    labels.ScratchBuilder
+	// refs maps a series (by a 128-bit hash of its labels) to its head
+	// reference. A reference of a series the head dropped is detected on
+	// append and replaced; trimRefs bounds what such entries cost.
+	refs   map[refKey]storage.SeriesRef
+	keyBuf []byte
+	// strs interns metadata strings (help texts and units: one per
+	// metric family).
+	strs map[string]string
 }
 
 func openShard(dir, ten string, n int, o Options) (*Shard, error) {
 	logger := o.Logger.With("tenant", ten, "shard", n)
-	sh := &Shard{dir: dir, tenant: ten, n: n, ooo: o.outOfOrderWindow(ten), checkpoint: map[int32]int64{}, scratch: labels.NewScratchBuilder(16)}
+	sh := &Shard{
+		dir: dir, tenant: ten, n: n, ooo: o.outOfOrderWindow(ten),
+		checkpoint: map[int32]int64{}, scratch: labels.NewScratchBuilder(16),
+		refs: map[refKey]storage.SeriesRef{}, strs: map[string]string{},
+	}
 	db, err := tsdb.Open(dir, logger, nil, tsdbOptions(o, sh), nil)
 	if err != nil {
 		return nil, fmt.Errorf("opening TSDB shard %d of tenant %s in %s: %w", n, ten, dir, err)
@@ -103,19 +117,24 @@ func (sh *Shard) Append(ctx context.Context, req *prw.Request) (AppendResult, er
 	var res AppendResult
 	app := sh.db.AppenderV2(ctx)
 	var exemplars []exemplar.Exemplar
+	sh.trimRefs()
 	for i := range req.Series {
 		ts := &req.Series[i]
-		sh.scratch.Reset()
-		for _, l := range ts.Labels {
-			sh.scratch.Add(l.Name, l.Value)
+		// A series seen before is appended by its reference, without
+		// building its label set: that is most of the append's cost.
+		key := sh.refKey(ts.Labels)
+		ref, known := sh.refs[key]
+		ls := labels.EmptyLabels()
+		if !known {
+			ls = sh.labelsOf(ts.Labels)
 		}
-		ls := sh.scratch.Labels()
 
 		md := metadata.Metadata{}
 		if ts.Metadata != (prw.Metadata{}) {
-			// The TSDB keeps metadata per series; clone so it does not
-			// pin the whole record buffer in memory.
-			md = metadata.Metadata{Type: metricType(ts.Metadata.Type), Help: strings.Clone(ts.Metadata.Help), Unit: strings.Clone(ts.Metadata.Unit)}
+			// The TSDB keeps metadata per series: intern the strings so
+			// they do not pin the record buffer, and so a family's help
+			// text is one string, not one per series and record.
+			md = metadata.Metadata{Type: metricType(ts.Metadata.Type), Help: sh.intern(ts.Metadata.Help), Unit: sh.intern(ts.Metadata.Unit)}
 		}
 		exemplars = exemplars[:0]
 		for _, e := range ts.Exemplars {
@@ -129,7 +148,6 @@ func (sh *Shard) Append(ctx context.Context, req *prw.Request) (AppendResult, er
 
 		// Exemplars and metadata ride on the series' last data point.
 		last := len(ts.Samples) + len(ts.Histograms) - 1
-		var ref storage.SeriesRef
 		for k := 0; k <= last; k++ {
 			var opts storage.AppendV2Options
 			if k == last {
@@ -142,7 +160,18 @@ func (sh *Shard) Append(ctx context.Context, req *prw.Request) (AppendResult, er
 			if k < len(ts.Samples) {
 				s := ts.Samples[k]
 				r, err = app.Append(ref, ls, s.StartTimestamp, s.Timestamp, s.Value, nil, nil, opts)
+				if err != nil && ls.IsEmpty() && errors.Is(err, tsdb.ErrInvalidSample) {
+					// The head dropped the series since it was cached
+					// (compaction): append it by its labels.
+					ref, ls = 0, sh.labelsOf(ts.Labels)
+					r, err = app.Append(0, ls, s.StartTimestamp, s.Timestamp, s.Value, nil, nil, opts)
+				}
 			} else {
+				if ls.IsEmpty() {
+					// Histograms are rare: append them by labels, which
+					// also covers a series the head dropped.
+					ref, ls = 0, sh.labelsOf(ts.Labels)
+				}
 				h := ts.Histograms[k-len(ts.Samples)]
 				ih, fh, herr := h.Decode()
 				if herr != nil {
@@ -171,6 +200,9 @@ func (sh *Shard) Append(ctx context.Context, req *prw.Request) (AppendResult, er
 					res.ExemplarsDiscarded += len(exemplars)
 				}
 			}
+		}
+		if ref != 0 {
+			sh.refs[key] = ref
 		}
 	}
 	if err := app.Commit(); err != nil {
@@ -306,6 +338,53 @@ func (sh *Shard) close() error {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	return sh.db.Close()
+}
+
+// refKey identifies a series in the reference cache. 128 bits make a
+// collision, which would append to the wrong series, practically
+// impossible (about 1e-20 at a billion series).
+type refKey [2]uint64
+
+func (sh *Shard) refKey(ls []prw.Label) refKey {
+	sh.keyBuf = record.AppendSeriesKey(sh.keyBuf[:0], "", ls)
+	return refKey{maphash.Bytes(refSeeds[0], sh.keyBuf), maphash.Bytes(refSeeds[1], sh.keyBuf)}
+}
+
+// refSeeds seed the two halves of reference cache keys. The cache lives
+// in memory only, so the process-random seeds of hash/maphash (AES-based,
+// the fastest hash at hand) are fine.
+var refSeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
+
+func (sh *Shard) intern(s string) string {
+	if s == "" {
+		return ""
+	}
+	if v, ok := sh.strs[s]; ok {
+		return v
+	}
+	if len(sh.strs) > 100_000 {
+		clear(sh.strs) // a sender inventing help texts must not grow this forever
+	}
+	v := strings.Clone(s)
+	sh.strs[v] = v
+	return v
+}
+
+func (sh *Shard) labelsOf(ls []prw.Label) labels.Labels {
+	sh.scratch.Reset()
+	for _, l := range ls {
+		sh.scratch.Add(l.Name, l.Value)
+	}
+	return sh.scratch.Labels()
+}
+
+// trimRefs forgets the cache when it holds far more entries than the
+// head has series: most are then series the head dropped (churn), and the
+// live ones come back with their next sample.
+func (sh *Shard) trimRefs() {
+	if n := uint64(len(sh.refs)); n > 2*sh.db.Head().NumSeries()+10_000 {
+		clear(sh.refs)
+	}
 }
 
 // setOutOfOrderWindow changes the shard's out-of-order window.

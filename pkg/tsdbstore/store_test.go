@@ -208,3 +208,40 @@ func TestCorruptCheckpointIsAClearError(t *testing.T) {
 		t.Fatalf("want an error that says what to do, got %v", err)
 	}
 }
+
+// TestCachedReferenceOfDroppedSeries appends a series by its cached
+// reference after compaction dropped it from the head: the append falls
+// back to its labels and nothing is lost.
+func TestCachedReferenceOfDroppedSeries(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	sh, _ := s.Shard("t", 0)
+	hour := int64(time.Hour / time.Millisecond)
+	a := request("a", 1, 6, 0) // 0..5s
+	b := &prw.Request{Series: []prw.TimeSeries{{Labels: []prw.Label{{Name: "__name__", Value: "b"}}}}}
+	for ts := int64(0); ts <= 5*hour; ts += hour / 4 {
+		b.Series[0].Samples = append(b.Series[0].Samples, prw.Sample{Value: 1, Timestamp: ts})
+	}
+	for _, r := range []*prw.Request{a, b} {
+		if _, err := sh.Append(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sh.DB().Compact(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(sh.DB().Blocks()) == 0 {
+		t.Fatal("no block was cut")
+	}
+	if n := sh.DB().Head().NumSeries(); n != 1 {
+		t.Fatalf("head holds %d series; the test needs series a dropped from it", n)
+	}
+	later := request("a", 1, 1, 5*hour+1000)
+	res, err := sh.Append(context.Background(), later)
+	if err != nil || res.Samples != 1 {
+		t.Fatalf("append after the head dropped the series: %+v %v", res, err)
+	}
+	if got := samples(t, s, "t", "a")[`{__name__="a", i="0"}`]; len(got) != 7 {
+		t.Fatalf("series a has %d samples, want 7: %v", len(got), samples(t, s, "t", "a"))
+	}
+}
