@@ -192,6 +192,12 @@ func (a *Authenticator) InfluxTenant(r *http.Request, db string) (string, error)
 }
 
 func (a *Authenticator) resolve(r *http.Request, hint string, influx bool) (string, error) {
+	// Several X-Scope-OrgID headers are ambiguous (a proxy that appends
+	// rather than replaces, or a sender trying its luck): refused rather
+	// than read one way here and another way elsewhere.
+	if vs := r.Header.Values(tenant.OrgIDHeader); len(vs) > 1 {
+		return "", a.refuse(&Error{Status: http.StatusBadRequest, Reason: ReasonTenant, Msg: "more than one X-Scope-OrgID header; send exactly one, or none"})
+	}
 	orgID := r.Header.Get(tenant.OrgIDHeader)
 	t := a.cur.Load()
 	if t == nil {

@@ -246,6 +246,16 @@ type EdgeConfig struct {
 	// before inflating it so a compression bomb costs nothing. Default
 	// 64 MiB.
 	MaxDecompressedBytes int64 `mapstructure:"max_decompressed_bytes" yaml:"max_decompressed_bytes"`
+	// MaxInflightBytes bounds the request memory all writes hold at once
+	// in one edge: each counts its body, its decompressed body, and what
+	// the series decoded from it and the records built from them take (a
+	// measured multiple of the decompressed size: about 12 for
+	// remote-write, 32 for line protocol). A write that would exceed it is
+	// refused with 503 and Retry-After before more is read (413 when it
+	// alone needs more), so a flood of requests or compression bombs
+	// cannot exhaust the edge's memory. Default 1 GiB; 0 is unlimited.
+	// The one edge.max_* setting that is not a tenant limit.
+	MaxInflightBytes int64 `mapstructure:"max_inflight_bytes" yaml:"max_inflight_bytes"`
 
 	// The settings below, like the two above, are the defaults of every
 	// tenant's limits; RuntimeFile can change them and override them per
@@ -286,6 +296,14 @@ type EdgeConfig struct {
 	// request. Default 0 (unlimited): a sender catching up after an
 	// outage legitimately sends many.
 	MaxExemplarsPerSeries int `mapstructure:"max_exemplars_per_series" yaml:"max_exemplars_per_series"`
+	// MaxTenantInflightBytes is one tenant's share of MaxInflightBytes:
+	// beyond it the tenant's writes get 429 with Retry-After (413 for a
+	// request that alone needs more), so a tenant that sends faster than
+	// Kafka takes, or sends compression bombs, cannot crowd out the others.
+	// Default 256 MiB: about 80 remote-write requests of 2000 samples in
+	// flight at once (3 MiB each), or one of 20 MiB decompressed; 0 is
+	// unlimited.
+	MaxTenantInflightBytes int64 `mapstructure:"max_tenant_inflight_bytes" yaml:"max_tenant_inflight_bytes"`
 	// InfluxStringFields is what happens to line-protocol string fields:
 	// drop (the default: metrics stores keep numbers; they are counted) or
 	// info (kept as labels of a <measurement>_info series).
@@ -366,6 +384,14 @@ type SinkConfig struct {
 	// WALFsync fsyncs the WAL before offsets are committed, so offsets
 	// never get ahead of data even on a machine crash. Default true.
 	WALFsync bool `mapstructure:"wal_fsync" yaml:"wal_fsync"`
+	// MinFreeDiskBytes is the free space the data directory's filesystem
+	// must keep: below it the sink stops appending (its partitions wait
+	// in Kafka, their lag grows) until space returns. Default 256 MiB:
+	// above the TSDB's WAL segment size (128 MiB), which reopening a
+	// shard after a failed write may need to repair its WAL. A TSDB that
+	// meets a full disk mid-write tears its WAL, and a repair on a full
+	// disk loses the segment. 0 disables the check.
+	MinFreeDiskBytes int64 `mapstructure:"min_free_disk_bytes" yaml:"min_free_disk_bytes"`
 	// BlockDuration is the TSDB block range. Default 2h, as Prometheus.
 	BlockDuration time.Duration `mapstructure:"block_duration" yaml:"block_duration"`
 	// Retention is how long local TSDB blocks are kept. Default 15d, as
@@ -487,15 +513,17 @@ func Default() Config {
 			},
 		},
 		Edge: EdgeConfig{
-			MaxRequestBytes:       10 << 20,
-			MaxDecompressedBytes:  64 << 20,
-			RuntimeReloadInterval: 10 * time.Second,
-			MaxLabelsPerSeries:    30,
-			MaxLabelNameLength:    1024,
-			MaxLabelValueLength:   2048,
-			MaxFutureSkew:         10 * time.Minute,
-			MaxBackfillAge:        30 * 24 * time.Hour,
-			InfluxStringFields:    "drop",
+			MaxRequestBytes:        10 << 20,
+			MaxDecompressedBytes:   64 << 20,
+			MaxInflightBytes:       1 << 30,
+			MaxTenantInflightBytes: 256 << 20,
+			RuntimeReloadInterval:  10 * time.Second,
+			MaxLabelsPerSeries:     30,
+			MaxLabelNameLength:     1024,
+			MaxLabelValueLength:    2048,
+			MaxFutureSkew:          10 * time.Minute,
+			MaxBackfillAge:         30 * 24 * time.Hour,
+			InfluxStringFields:     "drop",
 		},
 		Stream: StreamConfig{
 			GroupID:                  "weir-stream",
@@ -516,6 +544,7 @@ func Default() Config {
 			TSDBShards:        2,
 			CommitInterval:    time.Second,
 			WALFsync:          true,
+			MinFreeDiskBytes:  256 << 20,
 			BlockDuration:     2 * time.Hour,
 			Retention:         15 * 24 * time.Hour,
 			QueryTimeout:      2 * time.Minute,
@@ -671,6 +700,13 @@ func (c *Config) Validate() error {
 	}
 	if c.Edge.MaxDecompressedBytes < c.Edge.MaxRequestBytes {
 		bad("edge.max_decompressed_bytes", "must be at least edge.max_request_bytes (%d), got %d", c.Edge.MaxRequestBytes, c.Edge.MaxDecompressedBytes)
+	}
+	// A body of the largest size must at least be readable.
+	if c.Edge.MaxTenantInflightBytes < 0 || c.Edge.MaxTenantInflightBytes > 0 && c.Edge.MaxTenantInflightBytes < c.Edge.MaxRequestBytes {
+		bad("edge.max_tenant_inflight_bytes", "must be 0 (unlimited) or at least edge.max_request_bytes (%d), got %d", c.Edge.MaxRequestBytes, c.Edge.MaxTenantInflightBytes)
+	}
+	if c.Edge.MaxInflightBytes < 0 || c.Edge.MaxInflightBytes > 0 && c.Edge.MaxInflightBytes < max(c.Edge.MaxRequestBytes, c.Edge.MaxTenantInflightBytes) {
+		bad("edge.max_inflight_bytes", "must be 0 (unlimited) or at least edge.max_tenant_inflight_bytes and edge.max_request_bytes (%d), got %d", max(c.Edge.MaxRequestBytes, c.Edge.MaxTenantInflightBytes), c.Edge.MaxInflightBytes)
 	}
 	if (c.HTTP.TLS.CertFile == "") != (c.HTTP.TLS.KeyFile == "") {
 		bad("http.tls.cert_file", "http.tls.cert_file and http.tls.key_file must be set together")

@@ -110,6 +110,8 @@ func TestValidateNamesEverySetting(t *testing.T) {
 		"edge.max_future_skew":              func(c *Config) { c.Edge.MaxFutureSkew = -time.Second },
 		"edge.influx_string_fields":         func(c *Config) { c.Edge.InfluxStringFields = "keep" },
 		"edge.influx_database_label":        func(c *Config) { c.Edge.InfluxDatabaseLabel = "__db" },
+		"edge.max_tenant_inflight_bytes":    func(c *Config) { c.Edge.MaxTenantInflightBytes = c.Edge.MaxRequestBytes - 1 },
+		"edge.max_inflight_bytes":           func(c *Config) { c.Edge.MaxInflightBytes = c.Edge.MaxTenantInflightBytes - 1 },
 	}
 	for setting, mutate := range cases {
 		c := Default()

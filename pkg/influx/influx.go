@@ -600,8 +600,10 @@ func (b *Batch) labelName(k, data []byte, o *Options) string {
 	if o.KeepNames || isLabelName(k) {
 		return b.str(k, data)
 	}
-	n := len(b.arena)
-	b.arena = appendSanitized(b.grow(len(k)+1), k, false)
+	// The offset is taken after grow: a new chunk starts empty.
+	buf := b.grow(len(k) + 1)
+	n := len(buf)
+	b.arena = appendSanitized(buf, k, false)
 	return unsafeString(b.arena[n:])
 }
 
@@ -623,8 +625,8 @@ func (b *Batch) metricName(measurement, field string, o *Options) string {
 	if field == "value" && (o.KeepNames || isMetricName(measurement)) {
 		name = measurement
 	} else {
-		n := len(b.arena)
 		buf := b.grow(len(measurement) + 1 + len(field) + 1)
+		n := len(buf)
 		buf = append(buf, measurement...)
 		if field != "value" {
 			buf = append(buf, '_')
@@ -649,8 +651,9 @@ func (b *Batch) infoName(measurement string, o *Options) string {
 	if measurement == b.lastInfoMeasurement && b.lastInfoName != "" {
 		return b.lastInfoName
 	}
-	n := len(b.arena)
-	buf := append(b.grow(len(measurement)+len("_info")+1), measurement...)
+	buf := b.grow(len(measurement) + len("_info") + 1)
+	n := len(buf)
+	buf = append(buf, measurement...)
 	buf = append(buf, "_info"...)
 	if !o.KeepNames && !isMetricName(unsafeString(buf[n:])) {
 		tmp := append([]byte(nil), buf[n:]...)

@@ -54,7 +54,7 @@ func StartBroker(cfg *config.Config, log *slog.Logger) (*Broker, error) {
 			return net.Listen(network, addr)
 		}),
 		kfake.ClusterID("weir-embedded"),
-		kfake.WithLogger(kfakeLogger{log}),
+		kfake.WithLogger(&kfakeLogger{log: log, repeats: map[string]*repeat{}}),
 		kfake.DefaultNumPartitions(cfg.Kafka.Partitions),
 		kfake.BrokerConfigs(map[string]string{
 			"message.max.bytes":   strconv.Itoa(TopicMaxMessageBytes(cfg.Kafka.MaxRecordBytes)),
@@ -120,9 +120,47 @@ func (b *Broker) Run(ctx context.Context) error {
 	return nil
 }
 
-type kfakeLogger struct{ log *slog.Logger }
+// kfakeLogger sends the broker's log to slog. Warnings and errors of one
+// kind (one format string) are logged at most once per repeatEvery, with
+// how many were left out: a broker that fails every write (a full disk)
+// then says why once a few seconds instead of a thousand times a second,
+// which would fill the disk the operator is trying to free.
+type kfakeLogger struct {
+	log     *slog.Logger
+	mu      sync.Mutex
+	repeats map[string]*repeat
+}
 
-func (l kfakeLogger) Logf(level kfake.LogLevel, format string, args ...any) {
+type repeat struct {
+	last       time.Time
+	suppressed int
+}
+
+const repeatEvery = 5 * time.Second
+
+// admit reports whether a line of this format may be logged now, and how
+// many of its kind were left out since the last one.
+func (l *kfakeLogger) admit(format string, now time.Time) (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := l.repeats[format]
+	if r == nil {
+		if len(l.repeats) > 1000 {
+			clear(l.repeats)
+		}
+		r = &repeat{}
+		l.repeats[format] = r
+	}
+	if now.Sub(r.last) < repeatEvery {
+		r.suppressed++
+		return false, 0
+	}
+	n := r.suppressed
+	r.last, r.suppressed = now, 0
+	return true, n
+}
+
+func (l *kfakeLogger) Logf(level kfake.LogLevel, format string, args ...any) {
 	var lvl slog.Level
 	switch level {
 	case kfake.LogLevelError:
@@ -136,5 +174,15 @@ func (l kfakeLogger) Logf(level kfake.LogLevel, format string, args ...any) {
 	if !l.log.Enabled(context.Background(), lvl) {
 		return
 	}
-	l.log.Log(context.Background(), lvl, fmt.Sprintf(format, args...), "component", "broker")
+	attrs := []any{"component", "broker"}
+	if lvl >= slog.LevelWarn {
+		ok, left := l.admit(format, time.Now())
+		if !ok {
+			return
+		}
+		if left > 0 {
+			attrs = append(attrs, "similar_lines_left_out", left)
+		}
+	}
+	l.log.Log(context.Background(), lvl, fmt.Sprintf(format, args...), attrs...)
 }

@@ -48,7 +48,10 @@ func ClientOpts(cfg *config.Config, log *slog.Logger) ([]kgo.Opt, error) {
 }
 
 // ProducerOpts are the options of producing clients: acknowledged by all
-// in-sync replicas, idempotent, bounded buffering.
+// in-sync replicas, idempotent, bounded buffering. They set no delivery
+// timeout: franz-go measures it from the record's timestamp, and the
+// stream stage and replay produce records with the time they were first
+// received, which may be long ago.
 func ProducerOpts(cfg *config.Config) []kgo.Opt {
 	k := cfg.Kafka
 	return []kgo.Opt{
@@ -58,7 +61,6 @@ func ProducerOpts(cfg *config.Config) []kgo.Opt {
 		kgo.ProducerLinger(k.ProducerLinger),
 		kgo.MaxBufferedBytes(k.ProducerMaxBufferedBytes),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.RecordDeliveryTimeout(k.ProduceTimeout),
 	}
 }
 

@@ -91,16 +91,30 @@ func (t *LagTracker) publish(topic string) {
 // RegisterProducerGauges exposes how much a producing client holds that
 // Kafka has not acknowledged yet.
 func RegisterProducerGauges(reg prometheus.Registerer, stage string, cl *kgo.Client) {
+	RegisterProducerGaugesOf(reg, stage, func() *kgo.Client { return cl })
+}
+
+// RegisterProducerGaugesOf is RegisterProducerGauges for a stage whose
+// client changes over its life: client returns the current one, or nil.
+func RegisterProducerGaugesOf(reg prometheus.Registerer, stage string, client func() *kgo.Client) {
+	gauge := func(f func(*kgo.Client) int64) func() float64 {
+		return func() float64 {
+			if cl := client(); cl != nil {
+				return float64(f(cl))
+			}
+			return 0
+		}
+	}
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "weir_kafka_producer_buffered_records",
 			Help:        "Records handed to the producer and not yet acknowledged by Kafka.",
 			ConstLabels: prometheus.Labels{"stage": stage},
-		}, func() float64 { return float64(cl.BufferedProduceRecords()) }),
+		}, gauge((*kgo.Client).BufferedProduceRecords)),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "weir_kafka_producer_buffered_bytes",
 			Help:        "Bytes handed to the producer and not yet acknowledged by Kafka.",
 			ConstLabels: prometheus.Labels{"stage": stage},
-		}, func() float64 { return float64(cl.BufferedProduceBytes()) }),
+		}, gauge((*kgo.Client).BufferedProduceBytes)),
 	)
 }

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"reflect"
 	"slices"
 	"strings"
@@ -57,6 +58,10 @@ type Limits struct {
 	// MaxExemplarsPerSeries bounds the exemplars of one series in one
 	// request.
 	MaxExemplarsPerSeries int `yaml:"max_exemplars_per_series"`
+	// MaxTenantInflightBytes bounds the request memory the tenant's writes
+	// hold at once in one edge (bodies, decompressed bodies and what is
+	// decoded from them); beyond it writes get 429.
+	MaxTenantInflightBytes int64 `yaml:"max_tenant_inflight_bytes"`
 	// MaxBackfillAge bounds how old data `weir backfill` may write.
 	MaxBackfillAge time.Duration `yaml:"max_backfill_age"`
 	// OutOfOrderWindow is how much older than a series' newest sample the
@@ -85,8 +90,13 @@ const (
 	MaxLabelValueLength   = "max_label_value_length"
 	MaxFutureSkew         = "max_future_skew"
 	MaxExemplarsPerSeries = "max_exemplars_per_series"
-	MaxBackfillAge        = "max_backfill_age"
-	OutOfOrderWindow      = "out_of_order_window"
+	// MaxTenantInflightBytes is the tenant's share of the edge's request
+	// memory; MaxInflightBytes (edge.max_inflight_bytes) is not a tenant
+	// limit, only the reason of refusals for the edge's whole share.
+	MaxTenantInflightBytes = "max_tenant_inflight_bytes"
+	MaxInflightBytes       = "max_inflight_bytes"
+	MaxBackfillAge         = "max_backfill_age"
+	OutOfOrderWindow       = "out_of_order_window"
 )
 
 // Validate reports every value that cannot work, naming it.
@@ -119,6 +129,12 @@ func (l *Limits) Validate() error {
 		if v.v < 0 {
 			bad(v.name, "must not be negative (0 is unlimited), got %d", v.v)
 		}
+	}
+	if l.MaxTenantInflightBytes < 0 || l.MaxTenantInflightBytes > 0 && l.MaxTenantInflightBytes < l.MaxRequestBytes {
+		bad(MaxTenantInflightBytes, "must be 0 (unlimited) or at least max_request_bytes (%d), or the largest body could not even be read; got %d", l.MaxRequestBytes, l.MaxTenantInflightBytes)
+	}
+	if math.IsNaN(l.IngestionRate) || math.IsInf(l.IngestionRate, 0) {
+		bad(IngestionRate, "must be a finite number, got %v", l.IngestionRate)
 	}
 	if l.MaxFutureSkew < 0 {
 		bad(MaxFutureSkew, "must not be negative (0 is unlimited), got %s", l.MaxFutureSkew)

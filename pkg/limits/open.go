@@ -16,20 +16,21 @@ import (
 func Defaults(cfg *config.Config) Limits {
 	c := cfg.Edge
 	return Limits{
-		IngestionRate:         c.IngestionRate,
-		IngestionBurst:        c.IngestionBurst,
-		MaxRequestBytes:       c.MaxRequestBytes,
-		MaxDecompressedBytes:  c.MaxDecompressedBytes,
-		MaxLabelsPerSeries:    c.MaxLabelsPerSeries,
-		MaxLabelNameLength:    c.MaxLabelNameLength,
-		MaxLabelValueLength:   c.MaxLabelValueLength,
-		MaxFutureSkew:         c.MaxFutureSkew,
-		MaxExemplarsPerSeries: c.MaxExemplarsPerSeries,
-		MaxBackfillAge:        c.MaxBackfillAge,
-		OutOfOrderWindow:      cfg.Sink.OutOfOrderWindow,
-		InfluxStringFields:    c.InfluxStringFields,
-		InfluxDatabaseLabel:   c.InfluxDatabaseLabel,
-		InfluxKeepNames:       c.InfluxKeepNames,
+		IngestionRate:          c.IngestionRate,
+		IngestionBurst:         c.IngestionBurst,
+		MaxRequestBytes:        c.MaxRequestBytes,
+		MaxDecompressedBytes:   c.MaxDecompressedBytes,
+		MaxLabelsPerSeries:     c.MaxLabelsPerSeries,
+		MaxLabelNameLength:     c.MaxLabelNameLength,
+		MaxLabelValueLength:    c.MaxLabelValueLength,
+		MaxFutureSkew:          c.MaxFutureSkew,
+		MaxExemplarsPerSeries:  c.MaxExemplarsPerSeries,
+		MaxTenantInflightBytes: c.MaxTenantInflightBytes,
+		MaxBackfillAge:         c.MaxBackfillAge,
+		OutOfOrderWindow:       cfg.Sink.OutOfOrderWindow,
+		InfluxStringFields:     c.InfluxStringFields,
+		InfluxDatabaseLabel:    c.InfluxDatabaseLabel,
+		InfluxKeepNames:        c.InfluxKeepNames,
 	}
 }
 

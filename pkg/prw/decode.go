@@ -15,6 +15,21 @@ func (r *Request) Reset() {
 	r.exemplars = r.exemplars[:0]
 	r.symbols = r.symbols[:0]
 	r.meta = r.meta[:0]
+	clear(r.rawLabels)
+	r.rawLabels = r.rawLabels[:0]
+}
+
+// RawLabels returns the bytes series i's labels were decoded from, as
+// received: for a 1.0 request, its label fields when they are contiguous
+// (every sender writes them so), else nil; always nil for 2.0, whose
+// labels are references. Equal bytes decode to equal labels, so callers
+// can key per-series work on them (the edge's series cache does). The
+// bytes alias the buffer Unmarshal decoded.
+func (r *Request) RawLabels(i int) []byte {
+	if i < len(r.rawLabels) {
+		return r.rawLabels[i]
+	}
+	return nil
 }
 
 // Unmarshal resets r and decodes buf, a serialized prometheus.WriteRequest

@@ -57,7 +57,10 @@ func (r *Request) unmarshalV1(b []byte) error {
 
 func (r *Request) decodeSeriesV1(b []byte, ts *TimeSeries) (err error) {
 	l0, s0, h0, x0 := len(r.labels), len(r.samples), len(r.hists), len(r.exemplars)
+	// The span of the label fields, while they are contiguous.
+	rawStart, rawEnd, contiguous := -1, -1, true
 	for i := 0; i < len(b); {
+		field := i
 		var k uint64
 		// Fast path for the one-byte tags every field here has.
 		if c := b[i]; c < 0x80 && c >= 8 && c&7 != wtEnd {
@@ -77,7 +80,12 @@ func (r *Request) decodeSeriesV1(b []byte, ts *TimeSeries) (err error) {
 				return fmt.Errorf("label %d: %w", len(r.labels)-l0, err)
 			}
 			r.labels = append(r.labels, l)
-			i = e
+			if rawStart < 0 {
+				rawStart = field
+			} else if rawEnd != field {
+				contiguous = false
+			}
+			rawEnd, i = e, e
 		case 2<<3 | wtBytes:
 			s, e := lenDelim(b, i)
 			if e < 0 {
@@ -121,6 +129,11 @@ func (r *Request) decodeSeriesV1(b []byte, ts *TimeSeries) (err error) {
 	ts.Samples = r.samples[s0:len(r.samples):len(r.samples)]
 	ts.Histograms = r.hists[h0:len(r.hists):len(r.hists)]
 	ts.Exemplars = r.exemplars[x0:len(r.exemplars):len(r.exemplars)]
+	var raw []byte
+	if contiguous && rawStart >= 0 {
+		raw = b[rawStart:rawEnd:rawEnd]
+	}
+	r.rawLabels = append(r.rawLabels, raw)
 	return nil
 }
 

@@ -117,6 +117,17 @@ func (r *Request) decodeSeriesV2(b []byte, ts *TimeSeries) (err error) {
 					}
 					return fmt.Errorf("labels_refs: %w", posErr(j))
 				}
+				// The common case inline; addLabelRef has the rest and the
+				// error messages.
+				if ref := uint32(v); int(ref) < len(syms) {
+					if pending < 0 {
+						pending = int(ref)
+					} else {
+						r.labels = append(r.labels, Label{Name: syms[pending], Value: syms[ref]})
+						pending = -1
+					}
+					continue
+				}
 				if pending, err = r.addLabelRef(&r.labels, syms, pending, uint32(v), len(r.labels)-l0); err != nil {
 					return err
 				}

@@ -2,6 +2,7 @@ package prw
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"testing"
 
@@ -168,4 +169,40 @@ func TestEncoderEdgeCases(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestEncoderRollback checks that Rollback undoes an Append completely:
+// appending and rolling back other series between the real ones, even
+// series with enough new symbols to grow the symbol table, gives the
+// same bytes as appending the real ones alone.
+func TestEncoderRollback(t *testing.T) {
+	var r Request
+	if err := r.Unmarshal(V1, mustMarshal(realisticV1(300))); err != nil {
+		t.Fatal(err)
+	}
+	var plain Encoder
+	want := encodeAll(t, &plain, &r)
+
+	big := TimeSeries{Samples: []Sample{{Value: 1, Timestamp: 2}}}
+	for i := 0; i < 3000; i++ {
+		big.Labels = append(big.Labels, Label{Name: fmt.Sprintf("l%05d", i), Value: fmt.Sprintf("v%d", i)})
+	}
+	var e Encoder
+	e.Reset()
+	for i := range r.Series {
+		m := e.Mark()
+		if i%2 == 0 {
+			e.Append(&r.Series[(i*7+3)%len(r.Series)])
+		} else {
+			e.Append(&big)
+		}
+		e.Rollback(m)
+		if e.Len() != i {
+			t.Fatalf("Len() = %d after rollback, want %d", e.Len(), i)
+		}
+		e.Append(&r.Series[i])
+	}
+	if got := e.Bytes(); !bytes.Equal(got, want) {
+		t.Fatalf("encoding with rollbacks differs from the plain one (%d vs %d bytes)", len(got), len(want))
+	}
 }

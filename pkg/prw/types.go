@@ -122,6 +122,7 @@ type Request struct {
 	hists     []Histogram
 	exemplars []Exemplar
 	symbols   []string         // 2.0 symbol table
+	rawLabels [][]byte         // 1.0: each series' label fields as received
 	meta      []familyMetadata // 1.0 top-level metadata
 	metaIndex map[string]int   // 1.0 family name -> index into meta
 }

@@ -2,7 +2,9 @@ package prw
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -197,4 +199,86 @@ func BenchmarkValidUTF8(b *testing.B) {
 			}
 		}
 	})
+}
+
+// normalizeReference is Normalize's label checks written plainly: sort,
+// then each check in order on every label. Normalize's fast path must
+// agree with it on every input, error messages included.
+func normalizeReference(ts *TimeSeries) error {
+	ls := ts.Labels
+	if len(ls) == 0 {
+		return invalidSeries(ls, nil, "no labels")
+	}
+	if !slices.IsSortedFunc(ls, func(a, b Label) int { return strings.Compare(a.Name, b.Name) }) {
+		slices.SortFunc(ls, compareLabels)
+	}
+	hasName := false
+	for i, l := range ls {
+		switch {
+		case l.Name == "":
+			return invalidSeries(ls, nil, "empty label name")
+		case !utf8.ValidString(l.Name):
+			return invalidSeries(ls, nil, "label name %q is not valid UTF-8", l.Name)
+		case !utf8.ValidString(l.Value):
+			return invalidSeries(ls, nil, "value of label %q is not valid UTF-8", l.Name)
+		case i > 0 && ls[i-1].Name == l.Name:
+			return invalidSeries(ls, nil, "duplicate label name %q", l.Name)
+		case l.Name == metricNameLabel && l.Value == "":
+			return invalidSeries(ls, nil, "empty metric name")
+		case l.Name == metricNameLabel:
+			hasName = true
+		}
+	}
+	if !hasName {
+		return invalidSeries(ls, nil, "missing metric name (__name__ label)")
+	}
+	ts.Labels = slices.DeleteFunc(ls, func(l Label) bool { return l.Value == "" })
+	return nil
+}
+
+// FuzzNormalize checks Normalize against normalizeReference on label sets
+// cut from the input: "\n" separates labels and "=" name from value, so
+// the fuzzer reaches unsorted, duplicate, empty and non-UTF-8 labels.
+func FuzzNormalize(f *testing.F) {
+	f.Add("__name__=up\ninstance=a:9100\njob=node")
+	f.Add("job=node\n__name__=up\nzone=")
+	f.Add("__name__=up\njob=a\njob=b")
+	f.Add("__name__=up\njob=caf\xc3\xa9\nx=\xff")
+	f.Add("__name__=\njob=a")
+	f.Add("=v\n__name__=m")
+	f.Add("a=12345678\nb=1234567\nc=1234\n__name__=long_metric_name_total")
+	f.Fuzz(func(t *testing.T, in string) {
+		var labels []Label
+		for _, kv := range strings.Split(in, "\n") {
+			name, value, _ := strings.Cut(kv, "=")
+			labels = append(labels, Label{Name: name, Value: value})
+		}
+		if in == "" {
+			labels = nil
+		}
+		got := TimeSeries{Labels: slices.Clone(labels)}
+		want := TimeSeries{Labels: slices.Clone(labels)}
+		gotErr, wantErr := got.Normalize(), normalizeReference(&want)
+		if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+			t.Fatalf("labels %q: Normalize: %v, reference: %v", labels, gotErr, wantErr)
+		}
+		if gotErr == nil && !slices.Equal(got.Labels, want.Labels) {
+			t.Fatalf("labels %q: Normalize gave %q, reference %q", labels, got.Labels, want.Labels)
+		}
+	})
+}
+
+func TestOrBytes(t *testing.T) {
+	for n := 0; n <= 40; n++ {
+		for pos := 0; pos < n; pos++ {
+			b := []byte(strings.Repeat("a", n))
+			if got := orBytes(string(b)); got&0x80 != 0 {
+				t.Fatalf("orBytes(%q) = %#x, ASCII reported as not", b, got)
+			}
+			b[pos] = 0xc3
+			if got := orBytes(string(b)); got&0x80 == 0 {
+				t.Fatalf("orBytes(%q) = %#x: byte %d not seen", b, got, pos)
+			}
+		}
+	}
 }

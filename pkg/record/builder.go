@@ -2,6 +2,7 @@ package record
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/weir-metrics/weir/pkg/prw"
 )
@@ -30,9 +31,14 @@ type Encoded struct {
 // reuses its buffers; it is not safe for concurrent use.
 type Builder struct {
 	hasher Hasher
-	encs   []prw.Encoder
-	sizes  []int
-	out    []Encoded
+	enc    prw.Encoder
+	// part[i] is the partition of series i; order lists the series
+	// grouped by partition, in their order within each; start[p] is
+	// where partition p's run begins in order.
+	part  []int32
+	order []int32
+	start []int
+	out   []Encoded
 }
 
 // Build encodes series (labels sorted) into records for a topic with
@@ -40,47 +46,83 @@ type Builder struct {
 // owns. Samples keep their order within a series; a series always lands in
 // the partition Partition gives for it.
 func (b *Builder) Build(tenant string, series []prw.TimeSeries, partitions, maxBytes int) ([]Encoded, error) {
-	if cap(b.encs) < partitions {
-		b.encs = make([]prw.Encoder, partitions)
-		b.sizes = make([]int, partitions)
+	return b.build(tenant, series, nil, partitions, maxBytes)
+}
+
+// BuildHashed is Build for callers that already know each series'
+// SeriesHash: hashes[i] must be SeriesHash(tenant, series[i].Labels).
+func (b *Builder) BuildHashed(tenant string, series []prw.TimeSeries, hashes []uint64, partitions, maxBytes int) ([]Encoded, error) {
+	if len(hashes) != len(series) {
+		return nil, fmt.Errorf("%d hashes for %d series", len(hashes), len(series))
 	}
-	b.encs, b.sizes = b.encs[:partitions], b.sizes[:partitions]
-	for i := range b.encs {
-		b.encs[i].Reset()
-		b.sizes[i] = requestOverhead
-	}
+	return b.build(tenant, series, hashes, partitions, maxBytes)
+}
+
+// build groups the series by partition first and then encodes one
+// partition's series after the other with one encoder: its symbol table
+// and buffers stay in the CPU caches, where interleaving a request's
+// series over an encoder per partition kept missing them.
+func (b *Builder) build(tenant string, series []prw.TimeSeries, hashes []uint64, partitions, maxBytes int) ([]Encoded, error) {
 	b.out = b.out[:0]
+	b.part = slices.Grow(b.part[:0], len(series))[:len(series)]
+	b.start = slices.Grow(b.start[:0], partitions+1)[:partitions+1]
+	clear(b.start)
 	for i := range series {
-		ts := &series[i]
-		size := prw.SeriesSizeUpperBound(ts)
-		if size+requestOverhead > maxBytes {
-			return nil, &SeriesTooLargeError{Series: prw.Selector(ts.Labels), Size: size, MaxBytes: maxBytes}
+		var h uint64
+		if hashes != nil {
+			h = hashes[i]
+		} else {
+			h = b.hasher.Hash(tenant, series[i].Labels)
 		}
-		p := int(b.hasher.Hash(tenant, ts.Labels) % uint64(partitions))
-		if b.sizes[p]+size > maxBytes && b.encs[p].Len() > 0 {
-			b.flush(p)
-		}
-		b.encs[p].Append(ts)
-		b.sizes[p] += size
+		p := int32(h % uint64(partitions))
+		b.part[i] = p
+		b.start[p+1]++
 	}
-	for p := range b.encs {
-		if b.encs[p].Len() > 0 {
-			b.flush(p)
+	for p := 1; p <= partitions; p++ {
+		b.start[p] += b.start[p-1]
+	}
+	b.order = slices.Grow(b.order[:0], len(series))[:len(series)]
+	next := b.start[:partitions] // advanced while filling, restored below
+	for i, p := range b.part {
+		b.order[next[p]] = int32(i)
+		next[p]++
+	}
+	// next[p] is now the end of p's run, i.e. the start of p+1's.
+	copy(b.start[1:], next)
+	b.start[0] = 0
+
+	enc := &b.enc
+	for p := 0; p < partitions; p++ {
+		enc.Reset()
+		for _, i := range b.order[b.start[p]:b.start[p+1]] {
+			// Append first and check after: the record is exact, and
+			// undoing the rare series that overflows it costs less than
+			// bounding every series beforehand.
+			ts := &series[i]
+			m := enc.Mark()
+			enc.Append(ts)
+			if enc.Size() <= maxBytes {
+				continue
+			}
+			if enc.Len() > 1 {
+				enc.Rollback(m)
+				b.flush(int32(p))
+				enc.Append(ts)
+			}
+			if size := enc.Size(); size > maxBytes {
+				return nil, &SeriesTooLargeError{Series: prw.Selector(ts.Labels), Size: size, MaxBytes: maxBytes}
+			}
+		}
+		if enc.Len() > 0 {
+			b.flush(int32(p))
 		}
 	}
 	return b.out, nil
 }
 
-// requestOverhead covers the symbol table's leading empty string and
-// field tags of a request.
-const requestOverhead = 16
-
-func (b *Builder) flush(p int) {
-	enc := &b.encs[p]
-	v := enc.Bytes()
-	val := make([]byte, len(v))
-	copy(val, v)
-	b.out = append(b.out, Encoded{Partition: int32(p), Value: val, Series: enc.Len()})
+func (b *Builder) flush(p int32) {
+	enc := &b.enc
+	val := enc.AppendTo(make([]byte, 0, enc.Size()))
+	b.out = append(b.out, Encoded{Partition: p, Value: val, Series: enc.Len()})
 	enc.Reset()
-	b.sizes[p] = requestOverhead
 }

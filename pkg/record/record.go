@@ -6,6 +6,7 @@ package record
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -21,6 +22,9 @@ const (
 	HeaderTenant     = "weir-tenant"
 	HeaderSource     = "weir-source"
 	HeaderReceivedAt = "weir-received-at"
+	// HeaderReplay marks series records produced by `weir replay`, with
+	// the replay's ID; it is absent from live records.
+	HeaderReplay = "weir-replay"
 )
 
 // Version1 is the record format this code writes: the value is an
@@ -42,6 +46,8 @@ type Meta struct {
 	Tenant     string
 	Source     string
 	ReceivedAt time.Time
+	// Replay is the ID of the replay that produced the record, or empty.
+	Replay string
 }
 
 var (
@@ -79,6 +85,8 @@ func ParseHeaders(hs []kgo.RecordHeader) (Meta, error) {
 			m.Version, haveVersion = v, true
 		case HeaderTenant:
 			m.Tenant = string(h.Value)
+		case HeaderReplay:
+			m.Replay = string(h.Value)
 		case HeaderSource:
 			m.Source = string(h.Value)
 		case HeaderReceivedAt:
@@ -136,13 +144,24 @@ func (h *Hasher) Hash(tenant string, labels []prw.Label) uint64 {
 // AppendSeriesKey appends the bytes SeriesHash hashes: the tenant, then
 // each label name and value, each followed by 0xff.
 func AppendSeriesKey(b []byte, tenant string, labels []prw.Label) []byte {
-	b = append(b, tenant...)
-	b = append(b, 0xff)
-	for _, l := range labels {
-		b = append(b, l.Name...)
-		b = append(b, 0xff)
-		b = append(b, l.Value...)
-		b = append(b, 0xff)
+	// Sized once and filled by index rather than appended piece by piece.
+	n := len(tenant) + 1
+	for i := range labels {
+		n += len(labels[i].Name) + len(labels[i].Value) + 2
+	}
+	b = slices.Grow(b, n)
+	i := len(b)
+	b = b[:i+n]
+	i += copy(b[i:], tenant)
+	b[i] = 0xff
+	i++
+	for j := range labels {
+		l := &labels[j]
+		i += copy(b[i:], l.Name)
+		b[i] = 0xff
+		i += copy(b[i+1:], l.Value) + 1
+		b[i] = 0xff
+		i++
 	}
 	return b
 }

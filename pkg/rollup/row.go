@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -77,6 +78,91 @@ type Row struct {
 	// DDSketch protobuf message of github.com/DataDog/sketches-go
 	// (ddsketch/pb/ddsketch.proto).
 	Sketch []byte `json:"sketch,omitempty"`
+}
+
+// MarshalJSON writes the row as its JSON line. The aggregates of finite
+// samples can still overflow to ±Inf (a sum of large values), which JSON
+// numbers cannot carry; such values are written as the strings "+Inf",
+// "-Inf" and "NaN", as Prometheus' HTTP API writes sample values, so the
+// row still reaches the Parquet file instead of being lost.
+func (r Row) MarshalJSON() ([]byte, error) {
+	type plain Row
+	var inc *jsonFloat
+	if r.Increase != nil {
+		inc = (*jsonFloat)(r.Increase)
+	}
+	return json.Marshal(struct {
+		plain
+		Sum      jsonFloat  `json:"sum"`
+		Min      jsonFloat  `json:"min"`
+		Max      jsonFloat  `json:"max"`
+		First    jsonFloat  `json:"first"`
+		Last     jsonFloat  `json:"last"`
+		Increase *jsonFloat `json:"increase,omitempty"`
+	}{plain(r), jsonFloat(r.Sum), jsonFloat(r.Min), jsonFloat(r.Max), jsonFloat(r.First), jsonFloat(r.Last), inc})
+}
+
+// UnmarshalJSON reads a row written by MarshalJSON.
+func (r *Row) UnmarshalJSON(b []byte) error {
+	type plain Row
+	aux := struct {
+		*plain
+		Sum      *jsonFloat `json:"sum"`
+		Min      *jsonFloat `json:"min"`
+		Max      *jsonFloat `json:"max"`
+		First    *jsonFloat `json:"first"`
+		Last     *jsonFloat `json:"last"`
+		Increase *jsonFloat `json:"increase,omitempty"`
+	}{plain: (*plain)(r), Sum: (*jsonFloat)(&r.Sum), Min: (*jsonFloat)(&r.Min), Max: (*jsonFloat)(&r.Max),
+		First: (*jsonFloat)(&r.First), Last: (*jsonFloat)(&r.Last)}
+	if err := json.Unmarshal(b, &aux); err != nil {
+		return err
+	}
+	r.Increase = (*float64)(aux.Increase)
+	return nil
+}
+
+// jsonFloat is a float64 in JSON: a number when finite, else "+Inf",
+// "-Inf" or "NaN".
+type jsonFloat float64
+
+func (f jsonFloat) MarshalJSON() ([]byte, error) {
+	switch v := float64(f); {
+	case math.IsNaN(v):
+		return []byte(`"NaN"`), nil
+	case math.IsInf(v, 1):
+		return []byte(`"+Inf"`), nil
+	case math.IsInf(v, -1):
+		return []byte(`"-Inf"`), nil
+	default:
+		return json.Marshal(v)
+	}
+}
+
+func (f *jsonFloat) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		switch s {
+		case "+Inf":
+			*f = jsonFloat(math.Inf(1))
+		case "-Inf":
+			*f = jsonFloat(math.Inf(-1))
+		case "NaN":
+			*f = jsonFloat(math.NaN())
+		default:
+			return fmt.Errorf("float value %q is none of a number, \"+Inf\", \"-Inf\", \"NaN\"", s)
+		}
+		return nil
+	}
+	var v float64
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*f = jsonFloat(v)
+	return nil
 }
 
 // WindowEndMs is the (exclusive) end of the row's window.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/compress/zstd"
+	"github.com/parquet-go/parquet-go/format"
 
 	"github.com/weir-metrics/weir/pkg/rollup"
 )
@@ -221,11 +222,23 @@ func Write(w io.Writer, rows []FileRow, o WriteOptions) error {
 	return nil
 }
 
-// Read reads a rollup file written by Write, with its generation.
+// Read reads a rollup file written by Write, with its generation. A
+// corrupt file is an error: parquet-go panics on some (slice bounds out of
+// range, found by FuzzReadFile), and the writer reads the object already
+// in the bucket before every merge, so one damaged object must not stop
+// the sink.
 func Read(b []byte) (rows []FileRow, generation int64, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			rows, generation, err = nil, 0, fmt.Errorf("reading Parquet file: corrupt (%v)", r)
+		}
+	}()
 	f, err := parquet.OpenFile(bytes.NewReader(b), int64(len(b)))
 	if err != nil {
 		return nil, 0, fmt.Errorf("opening Parquet file: %w", err)
+	}
+	if err := checkFile(f, int64(len(b))); err != nil {
+		return nil, 0, err
 	}
 	if v, ok := f.Lookup(MetaGeneration); ok {
 		generation, _ = strconv.ParseInt(v, 10, 64)
@@ -235,4 +248,30 @@ func Read(b []byte) (rows []FileRow, generation int64, err error) {
 		return nil, 0, fmt.Errorf("reading Parquet rows: %w", err)
 	}
 	return rows, generation, nil
+}
+
+// maxInflation bounds how much larger than the file its columns may be
+// once decompressed. Rollup rows compress well, but not a hundredfold.
+const maxInflation = 100
+
+// checkFile refuses a file weir cannot have written before its pages are
+// read: parquet-go trusts a file's own sizes and codecs, and on corrupt
+// ones allocates without bound (its LZ4 decoder doubles its buffer until
+// memory runs out; a page header may claim gigabytes). weir writes zstd
+// (or uncompressed) columns only, and their sizes must fit the file.
+func checkFile(f *parquet.File, size int64) error {
+	for i, rg := range f.Metadata().RowGroups {
+		for j, c := range rg.Columns {
+			m := c.MetaData
+			switch {
+			case m.Codec != format.Zstd && m.Codec != format.Uncompressed:
+				return fmt.Errorf("reading Parquet file: row group %d column %d is compressed with %s, which weir does not write", i, j, m.Codec)
+			case m.TotalCompressedSize < 0 || m.TotalCompressedSize > size:
+				return fmt.Errorf("reading Parquet file: row group %d column %d claims %d bytes in a file of %d", i, j, m.TotalCompressedSize, size)
+			case m.TotalUncompressedSize < 0 || m.TotalUncompressedSize > maxInflation*max(size, 1<<10):
+				return fmt.Errorf("reading Parquet file: row group %d column %d claims %d bytes decompressed from a file of %d", i, j, m.TotalUncompressedSize, size)
+			}
+		}
+	}
+	return nil
 }

@@ -40,10 +40,12 @@ type Shard struct {
 	// before Open returned.
 	dbp atomic.Pointer[tsdb.DB]
 
-	mu         sync.Mutex
-	ooo        time.Duration // the out-of-order window in force
-	checkpoint map[int32]int64
-	scratch    labels.ScratchBuilder
+	mu           sync.Mutex
+	ooo          time.Duration // the out-of-order window in force
+	maxExemplars int64
+	minFreeDisk  int64
+	checkpoint   map[int32]int64
+	scratch      labels.ScratchBuilder
 	// refs maps a series (by a 128-bit hash of its labels) to its head
 	// reference. A reference of a series the head dropped is detected on
 	// append and replaced; trimRefs bounds what such entries cost.
@@ -57,7 +59,7 @@ type Shard struct {
 func openShard(dir, ten string, n int, o Options) (*Shard, error) {
 	logger := o.Logger.With("tenant", ten, "shard", n)
 	sh := &Shard{
-		dir: dir, tenant: ten, n: n, ooo: o.outOfOrderWindow(ten),
+		dir: dir, tenant: ten, n: n, ooo: o.outOfOrderWindow(ten), maxExemplars: o.MaxExemplars, minFreeDisk: o.MinFreeDiskBytes,
 		checkpoint: map[int32]int64{}, scratch: labels.NewScratchBuilder(16),
 		refs: map[refKey]storage.SeriesRef{}, strs: map[string]string{},
 	}
@@ -112,6 +114,9 @@ func (r *AppendResult) discard(reason string) {
 // with the same timestamp and value is a no-op, which makes redelivered
 // records harmless.
 func (sh *Shard) Append(ctx context.Context, req *prw.Request) (AppendResult, error) {
+	if err := checkFreeDisk(sh.dir, sh.minFreeDisk); err != nil {
+		return AppendResult{}, err
+	}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	var res AppendResult
@@ -396,6 +401,9 @@ func (sh *Shard) setOutOfOrderWindow(d time.Duration) error {
 	}
 	err := sh.db.ApplyConfig(&promconfig.Config{StorageConfig: promconfig.StorageConfig{
 		TSDBConfig: &promconfig.TSDBConfig{OutOfOrderTimeWindow: d.Milliseconds()},
+		// The whole storage configuration is applied: keep the exemplar
+		// ring as it is.
+		ExemplarsConfig: &promconfig.ExemplarsConfig{MaxExemplars: sh.maxExemplars},
 	}})
 	if err != nil {
 		return err

@@ -5,6 +5,8 @@
 package tsdbstore
 
 import (
+	"golang.org/x/sys/unix"
+
 	"context"
 	"errors"
 	"fmt"
@@ -47,7 +49,11 @@ type Options struct {
 	// to delete (past retention); the sink uses it so that a block is
 	// never deleted before it was uploaded.
 	CanDeleteBlock func(sh *Shard, id ulid.ULID) bool
-	Logger         *slog.Logger
+	// MinFreeDiskBytes is the free space Dir's filesystem must have for a
+	// shard to be opened or appended to; below it both fail with
+	// ErrLowDisk before anything is written. 0 disables the check.
+	MinFreeDiskBytes int64
+	Logger           *slog.Logger
 }
 
 // Store holds the shards of every tenant.
@@ -129,6 +135,11 @@ func (s *Store) shard(ten string, n int) (*Shard, error) {
 	if n >= len(shards) {
 		shards = append(shards, make([]*Shard, n+1-len(shards))...)
 	}
+	// Opening may repair the WAL, which rewrites a segment: on a full
+	// disk that rewrite fails halfway and loses the segment.
+	if err := checkFreeDisk(s.opts.Dir, s.opts.MinFreeDiskBytes); err != nil {
+		return nil, fmt.Errorf("opening shard %d of tenant %s: %w", n, ten, err)
+	}
 	sh, err := openShard(filepath.Join(s.opts.Dir, ten, strconv.Itoa(n)), ten, n, s.opts)
 	if err != nil {
 		return nil, err
@@ -194,6 +205,51 @@ func (s *Store) ExemplarQuerier(ctx context.Context, ten string) (storage.Exempl
 		qs = append(qs, q)
 	}
 	return MergeExemplarQueriers(qs), nil
+}
+
+// ErrLowDisk is the error of an append or an opening refused because the
+// disk has less than Options.MinFreeDiskBytes free.
+var ErrLowDisk = errors.New("disk nearly full")
+
+// checkFreeDisk fails with ErrLowDisk when dir's filesystem has less than
+// min bytes available (Options.MinFreeDiskBytes). Checking before writing keeps the TSDB from
+// meeting a full disk mid-write, which tears its WAL (see Reopen).
+func checkFreeDisk(dir string, min int64) error {
+	if min <= 0 {
+		return nil
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("checking free space of %s: %w", dir, err)
+	}
+	if free := int64(st.Bavail) * int64(st.Bsize); free < min {
+		return fmt.Errorf("%w: %d bytes free on %s, less than sink.min_free_disk_bytes (%d); free some space or lower the setting", ErrLowDisk, free, dir, min)
+	}
+	return nil
+}
+
+// Reopen closes the shard of a tenant's partition; the next Shard opens
+// it again from its directory. After a failed append the shard must not
+// be written again as it is: the TSDB's WAL may end in the first part of
+// a record whose rest was never written (a full disk fails the write
+// mid-record), and every record appended after it would be cut off by
+// the repair at the next open, although its offsets were checkpointed.
+// Opening repairs the WAL up to the torn record, which belonged to the
+// failed append, so a retried append then lands on a clean log.
+func (s *Store) Reopen(ten string, partition int32) error {
+	n := s.ShardOf(partition)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	shards := s.tenants[ten]
+	if n >= len(shards) || shards[n] == nil {
+		return nil
+	}
+	sh := shards[n]
+	shards[n] = nil
+	if err := sh.close(); err != nil {
+		return fmt.Errorf("closing shard %d of tenant %s to reopen it: %w", n, ten, err)
+	}
+	return nil
 }
 
 // Close closes every shard.

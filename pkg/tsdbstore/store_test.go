@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -243,5 +244,57 @@ func TestCachedReferenceOfDroppedSeries(t *testing.T) {
 	}
 	if got := samples(t, s, "t", "a")[`{__name__="a", i="0"}`]; len(got) != 7 {
 		t.Fatalf("series a has %d samples, want 7: %v", len(got), samples(t, s, "t", "a"))
+	}
+}
+
+// TestPerTenantOutOfOrderWindow gives one tenant an out-of-order window
+// and changes it while the shard is open.
+func TestPerTenantOutOfOrderWindow(t *testing.T) {
+	windows := map[string]time.Duration{"late": time.Hour}
+	var mu sync.Mutex
+	s, err := Open(Options{
+		Dir: t.TempDir(), Shards: 1, BlockDuration: 2 * time.Hour, Retention: 24 * time.Hour,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OutOfOrderWindowFor: func(ten string) time.Duration {
+			mu.Lock()
+			defer mu.Unlock()
+			return windows[ten]
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Now().UnixMilli()
+	old := now - 30*time.Minute.Milliseconds()
+	appendAt := func(ten string, ts int64) AppendResult {
+		t.Helper()
+		sh, err := s.Shard(ten, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := sh.Append(context.Background(), request("m", 1, 1, ts))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	for _, ten := range []string{"late", "strict"} {
+		appendAt(ten, now)
+	}
+	if res := appendAt("late", old); res.Samples != 1 {
+		t.Fatalf("tenant with a 1h window refused a 30m-old sample: %+v", res)
+	}
+	if res := appendAt("strict", old); res.Samples != 0 || res.Discarded["out_of_order"] != 1 {
+		t.Fatalf("tenant without a window took a 30m-old sample: %+v", res)
+	}
+	mu.Lock()
+	windows["strict"] = time.Hour
+	mu.Unlock()
+	if err := s.ApplyOutOfOrderWindows(); err != nil {
+		t.Fatal(err)
+	}
+	if res := appendAt("strict", old+1000); res.Samples != 1 {
+		t.Fatalf("after raising the window, a 30m-old sample was refused: %+v", res)
 	}
 }

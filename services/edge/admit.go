@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/weir-metrics/weir/pkg/limits"
@@ -26,6 +27,9 @@ type write struct {
 	// samples counts floats, histograms counts native histograms.
 	samples, histograms, exemplars int
 	builder                        *record.Builder
+	// hashes are the series' record.SeriesHash when the protocol's
+	// handler knows them already, else nil.
+	hashes []uint64
 }
 
 // admit is the admission path every write protocol shares, for series the
@@ -80,7 +84,13 @@ func (e *Edge) admit(ctx context.Context, w *write) *refusal {
 	}
 
 	// 5. Records.
-	encoded, err := w.builder.Build(w.tenant, w.series, e.cfg.Kafka.Partitions, e.cfg.Kafka.MaxRecordBytes)
+	var encoded []record.Encoded
+	var err error
+	if w.hashes != nil {
+		encoded, err = w.builder.BuildHashed(w.tenant, w.series, w.hashes, e.cfg.Kafka.Partitions, e.cfg.Kafka.MaxRecordBytes)
+	} else {
+		encoded, err = w.builder.Build(w.tenant, w.series, e.cfg.Kafka.Partitions, e.cfg.Kafka.MaxRecordBytes)
+	}
 	if err != nil {
 		var tooLarge *record.SeriesTooLargeError
 		if errors.As(err, &tooLarge) {
@@ -91,8 +101,15 @@ func (e *Edge) admit(ctx context.Context, w *write) *refusal {
 
 	// 6. Produce.
 	if err := e.produce(ctx, w.tenant, e.newRecords(w.tenant, w.source, w.received, encoded)); err != nil {
+		why := "Kafka refused the write"
+		switch produceFailureReason(err) {
+		case "timeout":
+			why = "Kafka did not acknowledge the write in time"
+		case "buffer_full":
+			why = "Kafka is not taking writes as fast as they come (the edge's kafka.producer_max_buffered_bytes is full)"
+		}
 		return refuse(http.StatusServiceUnavailable, "kafka_unavailable",
-			"Kafka did not acknowledge the write in time, nothing of this request is acknowledged; retry: %v", err)
+			"%s, nothing of this request is acknowledged; retry: %v", why, err)
 	}
 
 	// 7. Metrics.
@@ -128,11 +145,52 @@ func (e *Edge) countRefusal(ten string, samples int, rf *refusal) {
 	if samples > 0 {
 		e.metrics.samplesRefused.WithLabelValues(ten, rf.reason).Add(float64(samples))
 	}
-	if rf.status >= 500 {
-		e.log.Warn("write refused", "tenant", ten, "status", rf.status, "reason", rf.reason, "err", rf.msg)
-	} else {
+	if rf.status < 500 {
 		e.log.Debug("write refused", "tenant", ten, "status", rf.status, "reason", rf.reason, "err", rf.msg)
+		return
 	}
+	// An overloaded edge refuses thousands of writes a second: one line
+	// per tenant and reason every few seconds says why, the metrics count
+	// them all.
+	if ok, left := e.refusalLog.admit(ten+"\xff"+rf.reason, time.Now()); ok {
+		e.log.Warn("write refused", "tenant", ten, "status", rf.status, "reason", rf.reason, "err", rf.msg, "similar_refusals_not_logged", left)
+	}
+}
+
+// logRepeats lets one log line of a kind through every logRepeatEvery
+// and counts the others.
+type logRepeats struct {
+	mu    sync.Mutex
+	kinds map[string]*logRepeat
+}
+
+type logRepeat struct {
+	last time.Time
+	left int
+}
+
+const logRepeatEvery = 5 * time.Second
+
+// admit reports whether a line of kind may be logged now, and how many of
+// its kind were not logged since the last one.
+func (l *logRepeats) admit(kind string, now time.Time) (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.kinds == nil || len(l.kinds) > 10000 {
+		l.kinds = map[string]*logRepeat{}
+	}
+	r := l.kinds[kind]
+	if r == nil {
+		r = &logRepeat{}
+		l.kinds[kind] = r
+	}
+	if now.Sub(r.last) < logRepeatEvery {
+		r.left++
+		return false, 0
+	}
+	n := r.left
+	r.last, r.left = now, 0
+	return true, n
 }
 
 // setRetryAfter asks the sender of a 429 or 503 to come back later.

@@ -20,6 +20,7 @@ import (
 	"github.com/weir-metrics/weir/pkg/kafka"
 	"github.com/weir-metrics/weir/pkg/limits"
 	"github.com/weir-metrics/weir/pkg/record"
+	"github.com/weir-metrics/weir/pkg/seriescache"
 	"github.com/weir-metrics/weir/services/app"
 )
 
@@ -38,6 +39,13 @@ type Edge struct {
 	// ownRuntime: the edge opened runtime and runs its reloads.
 	ownRuntime bool
 	budget     *budgetState
+	// inflight bounds the request memory of writes in flight.
+	inflight *inflight
+	// seriesCache keeps the normalised labels and series hashes of the
+	// remote-write series seen (pkg/seriescache).
+	seriesCache *seriescache.Cache
+	// refusalLog keeps an overloaded edge's log readable.
+	refusalLog logRepeats
 
 	mu    sync.Mutex
 	ready error
@@ -73,26 +81,36 @@ func New(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, authn 
 	// may let the sender's retry duplicate it; the edge answers 503 then,
 	// so the sender retries anyway, and duplicates of a sample are no-ops
 	// in the TSDB.
-	opts = append(opts, kgo.AllowIdempotentProduceCancellation())
+	opts = append(opts, kgo.AllowIdempotentProduceCancellation(),
+		// The edge's records carry the time they arrived: a delivery
+		// timeout from then is the answer the sender waits for.
+		kgo.RecordDeliveryTimeout(cfg.Kafka.ProduceTimeout))
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("creating Kafka producer: %w", err)
 	}
 	kafka.RegisterProducerGauges(reg, "edge", cl)
 	tracker := limits.NewTracker()
+	held := newInflight(cfg.Edge.MaxInflightBytes)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "weir_edge_inflight_bytes",
+		Help: "Request memory the writes in flight hold (bodies plus twice their decompressed size), bounded by edge.max_inflight_bytes.",
+	}, func() float64 { return float64(held.held()) }))
 	return &Edge{
-		cfg:        cfg,
-		log:        log,
-		client:     cl,
-		topics:     kafka.NewTopics(cl, cfg.Kafka),
-		metrics:    newMetrics(reg, tracker),
-		auth:       authn,
-		overrides:  rt.Overrides,
-		tracker:    tracker,
-		runtime:    rt,
-		ownRuntime: ownRuntime,
-		budget:     newBudgetState(opts, cfg.Kafka.TopicPrefix, log),
-		ready:      errors.New("Kafka brokers not reached yet"),
+		inflight:    held,
+		seriesCache: seriescache.New(64 << 20),
+		cfg:         cfg,
+		log:         log,
+		client:      cl,
+		topics:      kafka.NewTopics(cl, cfg.Kafka),
+		metrics:     newMetrics(reg, tracker),
+		auth:        authn,
+		overrides:   rt.Overrides,
+		tracker:     tracker,
+		runtime:     rt,
+		ownRuntime:  ownRuntime,
+		budget:      newBudgetState(opts, cfg.Kafka.TopicPrefix, log),
+		ready:       errors.New("Kafka brokers not reached yet"),
 	}, nil
 }
 

@@ -64,19 +64,28 @@ func (e *Edge) influxWriteHandler(api influxAPI) http.Handler {
 		}
 
 		st := influxStates.Get().(*influxState)
-		defer influxStates.Put(st)
-		if rf := readBody(r, &st.body, ten, lim); rf != nil {
+		defer func() {
+			st.body, st.decoded = trimmed(st.body), trimmed(st.decoded)
+			influxStates.Put(st)
+		}()
+		rsv := e.inflight.reserve(ten, lim)
+		defer rsv.release()
+		if rf := readBody(r, &st.body, ten, lim, &rsv); rf != nil {
 			e.refuseInflux(w, api, ten, 0, rf)
 			return
 		}
 		e.metrics.requestBytes.WithLabelValues(record.SourceInflux).Observe(float64(len(st.body)))
 		data := st.body
 		if enc == "gzip" {
-			if rf := gunzip(st.body, &st.decoded, ten, lim); rf != nil {
+			if rf := e.inflight.decode(r.Context(), ten, func() *refusal { return gunzip(st.body, &st.decoded, ten, lim, &rsv) }); rf != nil {
 				e.refuseInflux(w, api, ten, 0, rf)
 				return
 			}
 			data = st.decoded
+		}
+		if rf := rsv.grow(lineProtocolMemoryPerByte * int64(len(data))); rf != nil {
+			e.refuseInflux(w, api, ten, 0, rf)
+			return
 		}
 		strs, _ := influx.ParseStringFields(lim.InfluxStringFields)
 		opts := influx.Options{

@@ -3,6 +3,7 @@ package edge
 import (
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/weir-metrics/weir/pkg/limits"
 	"github.com/weir-metrics/weir/pkg/prw"
 	"github.com/weir-metrics/weir/pkg/record"
+	"github.com/weir-metrics/weir/pkg/seriescache"
 )
 
 // Remote-write response headers (remote-write 2.0 specification).
@@ -27,6 +29,13 @@ type writeState struct {
 	decoded []byte
 	req     prw.Request
 	builder record.Builder
+	// Per series: its key in the edge's series cache, its series hash,
+	// whether that is known yet; and the series to add to the cache.
+	keys   []seriescache.Key
+	hashes []uint64
+	known  []bool
+	learn  []int
+	hasher record.Hasher
 }
 
 var writeStates = sync.Pool{New: func() any { return new(writeState) }}
@@ -57,7 +66,10 @@ func (e *Edge) remoteWriteHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		received := time.Now()
 		st := writeStates.Get().(*writeState)
-		defer writeStates.Put(st)
+		defer func() {
+			st.body, st.decoded = trimmed(st.body), trimmed(st.decoded)
+			writeStates.Put(st)
+		}()
 
 		ten, err := e.auth.Tenant(r)
 		if err != nil {
@@ -80,12 +92,18 @@ func (e *Edge) remoteWriteHandler() http.Handler {
 			return
 		}
 
-		if rf := readBody(r, &st.body, ten, lim); rf != nil {
+		rsv := e.inflight.reserve(ten, lim)
+		defer rsv.release()
+		if rf := readBody(r, &st.body, ten, lim, &rsv); rf != nil {
 			e.refuseRemoteWrite(w, ten, 0, rf)
 			return
 		}
 		e.metrics.requestBytes.WithLabelValues(source).Observe(float64(len(st.body)))
-		if rf := decodeSnappy(st.body, &st.decoded, ten, lim); rf != nil {
+		if rf := e.inflight.decode(r.Context(), ten, func() *refusal { return decodeSnappy(st.body, &st.decoded, ten, lim, &rsv) }); rf != nil {
+			e.refuseRemoteWrite(w, ten, 0, rf)
+			return
+		}
+		if rf := rsv.grow(remoteWriteMemoryPerByte * int64(len(st.decoded))); rf != nil {
 			e.refuseRemoteWrite(w, ten, 0, rf)
 			return
 		}
@@ -96,11 +114,9 @@ func (e *Edge) remoteWriteHandler() http.Handler {
 		}
 		samples, histograms, exemplars := st.req.Counts()
 		e.metrics.samplesReceived.WithLabelValues(ten, source).Add(float64(samples + histograms))
-		for i := range st.req.Series {
-			if err := st.req.Series[i].Normalize(); err != nil {
-				e.refuseRemoteWrite(w, ten, samples+histograms, refuse(http.StatusBadRequest, "invalid_series", "%v", err))
-				return
-			}
+		if err := e.normalize(st, ten); err != nil {
+			e.refuseRemoteWrite(w, ten, samples+histograms, refuse(http.StatusBadRequest, "invalid_series", "%v", err))
+			return
 		}
 		wr := write{
 			tenant:     ten,
@@ -113,6 +129,7 @@ func (e *Edge) remoteWriteHandler() http.Handler {
 			histograms: histograms,
 			exemplars:  exemplars,
 			builder:    &st.builder,
+			hashes:     st.hashes,
 		}
 		if rf := e.admit(r.Context(), &wr); rf != nil {
 			e.refuseRemoteWrite(w, ten, samples+histograms, rf)
@@ -121,6 +138,43 @@ func (e *Edge) remoteWriteHandler() http.Handler {
 		writeCounts(w, samples, histograms, exemplars)
 		w.WriteHeader(http.StatusNoContent)
 	})
+}
+
+// normalize normalises the decoded series (prw.TimeSeries.Normalize) and
+// computes their series hashes, taking both from the series cache for
+// series it knows by their label bytes and teaching it the others.
+func (e *Edge) normalize(st *writeState, tenant string) error {
+	series := st.req.Series
+	n := len(series)
+	st.keys = slices.Grow(st.keys[:0], n)[:n]
+	st.hashes = slices.Grow(st.hashes[:0], n)[:n]
+	st.known = slices.Grow(st.known[:0], n)[:n]
+	clear(st.known)
+	t := e.seriesCache.Tenant(tenant)
+	for i := range series {
+		st.keys[i] = seriescache.Key{}
+		if raw := st.req.RawLabels(i); raw != nil {
+			st.keys[i] = e.seriesCache.Key(t, raw)
+		}
+	}
+	e.seriesCache.Get(st.keys, series, st.hashes, st.known)
+	st.learn = st.learn[:0]
+	for i := range series {
+		ts := &series[i]
+		if st.known[i] {
+			if err := ts.CheckHistograms(); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := ts.Normalize(); err != nil {
+			return err
+		}
+		st.hashes[i] = st.hasher.Hash(tenant, ts.Labels)
+		st.learn = append(st.learn, i)
+	}
+	e.seriesCache.Put(st.keys, series, st.hashes, st.learn)
+	return nil
 }
 
 func writeCounts(w http.ResponseWriter, samples, histograms, exemplars int) {

@@ -247,6 +247,11 @@ func (s *Stage) process(ps *partition, r *kgo.Record, req *prw.Request) {
 		ps.proc.Skip(r.Offset)
 		return
 	}
+	if meta.Replay != "" {
+		// A replay recomputes the rollups of what it replays itself.
+		ps.proc.Skip(r.Offset)
+		return
+	}
 	ps.proc.Process(r.Offset, r.Timestamp.UnixMilli(), req.Series)
 }
 

@@ -114,6 +114,7 @@ func New(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, build 
 		OutOfOrderWindow:    cfg.Sink.OutOfOrderWindow,
 		OutOfOrderWindowFor: func(t string) time.Duration { return rt.For(t).OutOfOrderWindow },
 		CanDeleteBlock:      canDelete,
+		MinFreeDiskBytes:    cfg.Sink.MinFreeDiskBytes,
 		Logger:              log,
 	})
 	if err != nil {
@@ -282,7 +283,8 @@ func (s *Sink) store1(ctx context.Context, r *kgo.Record) {
 	// When the shard cannot be opened or written (disk full, I/O
 	// errors), the record is fine and the disk is not: retry until it
 	// works rather than skip data. The partition stalls meanwhile and
-	// its lag shows it.
+	// its lag shows it. Below sink.min_free_disk_bytes nothing is
+	// written at all, so a disk filling up leaves the TSDB intact.
 	var (
 		sh  *tsdbstore.Shard
 		res tsdbstore.AppendResult
@@ -291,6 +293,15 @@ func (s *Sink) store1(ctx context.Context, r *kgo.Record) {
 		sh, err = s.store.Shard(meta.Tenant, r.Partition)
 		if err == nil {
 			res, err = sh.Append(ctx, &s.req)
+			if err != nil && !errors.Is(err, tsdbstore.ErrLowDisk) {
+				// The shard's WAL may now end in a torn record: reopen
+				// it (repairing the log) before anything else is
+				// appended behind it.
+				delete(s.dirty, sh)
+				if cerr := s.store.Reopen(meta.Tenant, r.Partition); cerr != nil {
+					s.log.Warn("closing failed shard", "tenant", meta.Tenant, "partition", r.Partition, "err", cerr)
+				}
+			}
 		}
 		if err == nil {
 			break

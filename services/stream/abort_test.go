@@ -1,15 +1,21 @@
 package stream_test
 
 import (
+	"context"
 	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/weir-metrics/weir/internal/weirtest"
+	"github.com/weir-metrics/weir/pkg/kafka"
+	"github.com/weir-metrics/weir/pkg/prw"
+	"github.com/weir-metrics/weir/pkg/record"
+	"github.com/weir-metrics/weir/services/stream"
 )
 
 // TestAbortedTransactionsAreReprocessed makes the broker refuse the stream
@@ -63,5 +69,87 @@ func TestAbortedTransactionsAreReprocessed(t *testing.T) {
 	}
 	if v := c.metric(t, "weir_stream_transactions_total", map[string]string{"result": "aborted"}); v == 0 {
 		t.Fatal("no aborted transaction counted")
+	}
+}
+
+// TestBacklogOfOldRecords feeds the stage raw records received an hour
+// ago, as a worker that is far behind (or was down) sees them: they must
+// go through like any other, not time out because franz-go measures
+// delivery timeouts from the record's timestamp.
+func TestBacklogOfOldRecords(t *testing.T) {
+	c := startCluster(t, map[string]string{"default.yaml": "{}\n"})
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.cfg.SeedBrokers()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx := context.Background()
+	if err := kafka.NewTopics(cl, c.cfg.Kafka).EnsureTenant(ctx, "late"); err != nil {
+		t.Fatal(err)
+	}
+	received := time.Now().Add(-time.Hour)
+	var builder record.Builder
+	var series []prw.TimeSeries
+	for i := 0; i < 50; i++ {
+		series = append(series, prw.TimeSeries{
+			Labels:  []prw.Label{{Name: "__name__", Value: "backlog"}, {Name: "i", Value: fmt.Sprint(i)}},
+			Samples: []prw.Sample{{Value: float64(i), Timestamp: received.UnixMilli()}},
+		})
+	}
+	enc, err := builder.Build("late", series, c.cfg.Kafka.Partitions, c.cfg.Kafka.MaxRecordBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := record.Headers(record.Meta{Tenant: "late", Source: record.SourcePRW1, ReceivedAt: received})
+	for _, e := range enc {
+		r := &kgo.Record{Topic: kafka.Topic("weir", "late", kafka.KindRaw), Partition: e.Partition, Value: e.Value, Headers: hs, Timestamp: received}
+		if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := c.seriesTopic(t, "late", 50); len(got) != 50 {
+		t.Fatalf("%d samples in the series topic, want 50", len(got))
+	}
+}
+
+// TestFencedWorkerStartsOver fences the running stage's transactional
+// producer from outside, as a broker that lost its producer state or a
+// second worker with the same instance ID does. The stage must start a
+// new session on its own, not stop, and every sample written before and
+// after must reach the series topic exactly once.
+func TestFencedWorkerStartsOver(t *testing.T) {
+	c := startCluster(t, map[string]string{"default.yaml": "{}\n"})
+	now := time.Now().UnixMilli()
+	write := func(i int) {
+		t.Helper()
+		req := request(now+int64(i)*1000, lbls("__name__", "fence_test", "i", fmt.Sprint(i)))
+		if err := weirtest.MustWrite(weirtest.WriteV1(c.url, "fence", req)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		write(i)
+	}
+	c.seriesTopic(t, "fence", 3)
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.cfg.SeedBrokers()...), kgo.TransactionalID(stream.TransactionalID(c.cfg.Stream.InstanceID)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cl.ProducerID(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cl.Close()
+
+	for i := 3; i < 6; i++ {
+		write(i)
+	}
+	c.seriesTopic(t, "fence", 6)
+	time.Sleep(time.Second)
+	if got := c.seriesTopic(t, "fence", 6); len(got) != 6 {
+		t.Fatalf("series topic holds %d samples, want exactly 6", len(got))
+	}
+	if v := c.metric(t, "weir_stream_transactions_total", map[string]string{"result": "failed"}); v == 0 {
+		t.Fatal("no transaction failed: the fence did not reach the stage")
 	}
 }

@@ -1,6 +1,8 @@
 package stream
 
 import (
+	"time"
+
 	"github.com/weir-metrics/weir/pkg/cardinality"
 	"github.com/weir-metrics/weir/pkg/pipeline"
 	"github.com/weir-metrics/weir/pkg/prw"
@@ -16,11 +18,19 @@ const (
 	reasonValuesTruncated = "value_truncated"
 )
 
-// stage runs a tenant's pipeline over the series of one raw record: decode
+// stage runs a tenant's pipeline over the series of raw records: decode
 // (pkg/record, pkg/prw), relabel and guard rails (pkg/pipeline, cached per
-// series), series budget (pkg/cardinality), re-encode (record.Builder).
-// A later stage (rollups) takes the admitted series from here. It is used
-// by one goroutine.
+// series), series budget (pkg/cardinality), re-encode (record.Batch).
+// It is used by one goroutine.
+//
+// A record whose series all pass unchanged into the partition they came
+// from is passed through as it is. The admitted series of the other
+// records are encoded as they come into records per tenant and source
+// that span many raw records, completed by flush: one raw record spreads
+// its series over every partition of the series topic, and encoding each
+// record on its own made records of a few dozen series, each with its own
+// symbol table, which cost more than all the other work of the stage
+// together.
 type stage struct {
 	proc       *pipeline.Processor
 	track      *cardinality.Tracker
@@ -28,40 +38,46 @@ type stage struct {
 	partitions int // of the series topics
 	maxRecord  int
 	req        prw.Request
-	out        []prw.TimeSeries
-	builder    record.Builder
+	results    []admitted // of the record being run
 	counts     *pollCounts
-	// built is set when builder encoded a batch since the processor's
-	// last BeginBatch (see Processor.BeginBatch).
-	built bool
+	// emit receives the records flush completed, with the meta and the
+	// timestamp to give them.
+	emit func(meta record.Meta, timestamp time.Time, records []record.Encoded)
+
+	batches []*outBatch // open, one per tenant and source
+	spare   []*outBatch // flushed, for reuse
+	pending int         // series in open batches
 }
 
-// stageResult is what one raw record becomes.
-type stageResult struct {
-	// passThrough: every series passed unchanged into the partition it
-	// came from, so the raw value is the output as is (the common case
-	// for series already seen, and the cheapest).
-	passThrough bool
-	records     []record.Encoded
+// outBatch is the records being built for one tenant and source.
+type outBatch struct {
+	meta      record.Meta // ReceivedAt: the earliest of its raw records
+	timestamp time.Time   // the earliest of its raw records
+	records   *record.Batch
 }
+
+// maxPendingSeries bounds the series encoded into open batches before
+// flush completes their records; enough for records of a few thousand
+// series per partition.
+const maxPendingSeries = 1 << 11
 
 // run transforms one raw record of partition part (whose ledger is
-// loaded). The caller holds the tracker lock.
-func (s *stage) run(set *pipeline.Set, meta record.Meta, part *cardinality.Partition, rawPartition int32, value []byte) stageResult {
+// loaded), with Kafka timestamp ts, and reports whether the record passes
+// through as it is. The admitted series of other records go into open
+// batches; call flush when full reports so, and at the end of the poll.
+// Their strings alias value, which must stay unchanged until then. The
+// caller holds the tracker lock.
+func (s *stage) run(set *pipeline.Set, meta record.Meta, part *cardinality.Partition, rawPartition int32, value []byte, ts time.Time) (passThrough bool) {
 	tenant := meta.Tenant
 	tc := s.counts.tenant(tenant)
 	if err := record.Decode(meta, value, &s.req); err != nil {
 		tc.discardedRecords[reasonUndecodable]++
-		return stageResult{}
+		return false
 	}
 	pl := set.For(tenant)
-	if s.built {
-		// The encoders were reset by the last Build: the labels of the
-		// batch before it are free to be overwritten.
-		s.proc.BeginBatch()
-		s.built = false
-	}
-	s.out = s.out[:0]
+	// A first pass decides; series are encoded in a second one only when
+	// the record cannot pass through as it is.
+	s.results = s.results[:0]
 	pass := true
 	for i := range s.req.Series {
 		ts := &s.req.Series[i]
@@ -91,34 +107,83 @@ func (s *stage) run(set *pipeline.Set, meta record.Meta, part *cardinality.Parti
 		} else if pass && int32(res.RawHash%uint64(s.partitions)) != rawPartition {
 			pass = false // the series topic has another partition count
 		}
-		s.out = append(s.out, *ts)
+		s.results = append(s.results, admitted{series: int32(i), hash: res.OutHash})
 	}
 	if pass {
-		return stageResult{passThrough: len(s.out) > 0}
+		return len(s.results) > 0
 	}
-	if len(s.out) == 0 {
-		return stageResult{}
+	if len(s.results) == 0 {
+		return false
 	}
-	// Relabeling may have made a series too large for one record; it
-	// cannot be split, so it is counted and left out.
-	kept := s.out[:0]
-	for i := range s.out {
-		if prw.SeriesSizeUpperBound(&s.out[i])+64 > s.maxRecord {
-			n := len(s.out[i].Samples) + len(s.out[i].Histograms)
+	b := s.batch(meta, ts)
+	for _, a := range s.results {
+		ts := &s.req.Series[a.series]
+		if err := b.records.Add(ts, a.hash); err != nil {
+			// Relabeling made a series too large for one record; it
+			// cannot be split, so it is counted and left out.
+			n := len(ts.Samples) + len(ts.Histograms)
 			tc.discarded[reasonSeriesTooLarge] += n
 			tc.admitted -= n
-			continue
 		}
-		kept = append(kept, s.out[i])
 	}
-	enc, err := s.builder.Build(tenant, kept, s.partitions, s.maxRecord)
-	s.built = true
-	if err != nil {
-		// Build fails only for a series too large, excluded above.
-		tc.discardedRecords[reasonSeriesTooLarge]++
-		return stageResult{}
+	s.pending += len(s.results)
+	return false
+}
+
+// admitted is a series of the record being run that the stage admitted,
+// with its output SeriesHash.
+type admitted struct {
+	series int32
+	hash   uint64
+}
+
+// full reports that enough series wait to flush them now.
+func (s *stage) full() bool { return s.pending >= maxPendingSeries }
+
+// batch returns the open batch of meta's tenant and source, noting a raw
+// record of it with timestamp ts.
+func (s *stage) batch(meta record.Meta, ts time.Time) *outBatch {
+	var b *outBatch
+	for _, o := range s.batches {
+		if o.meta.Tenant == meta.Tenant && o.meta.Source == meta.Source {
+			b = o
+			break
+		}
 	}
-	return stageResult{records: enc}
+	if b == nil {
+		if n := len(s.spare); n > 0 {
+			b, s.spare = s.spare[n-1], s.spare[:n-1]
+		} else {
+			b = &outBatch{records: record.NewBatch(s.partitions, s.maxRecord)}
+		}
+		b.meta = record.Meta{Version: record.Version1, Tenant: meta.Tenant, Source: meta.Source, ReceivedAt: meta.ReceivedAt}
+		b.timestamp = ts
+		s.batches = append(s.batches, b)
+	}
+	if meta.ReceivedAt.Before(b.meta.ReceivedAt) {
+		b.meta.ReceivedAt = meta.ReceivedAt
+	}
+	if ts.Before(b.timestamp) {
+		b.timestamp = ts
+	}
+	return b
+}
+
+// flush completes the records of the open batches and hands them to
+// emit. It needs no tracker lock.
+func (s *stage) flush() {
+	for _, b := range s.batches {
+		if recs := b.records.Flush(); len(recs) > 0 {
+			s.emit(b.meta, b.timestamp, recs)
+		}
+	}
+	s.spare = append(s.spare, s.batches...)
+	clear(s.batches)
+	s.batches = s.batches[:0]
+	s.pending = 0
+	// The records are complete, so the labels of the processor's results
+	// may be overwritten (see Processor.BeginBatch).
+	s.proc.BeginBatch()
 }
 
 // pollCounts accumulates what one poll did, to be added to the metrics

@@ -14,11 +14,13 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/fastcache"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/weir-metrics/weir/pkg/auth"
@@ -44,10 +46,12 @@ type Stream struct {
 	metrics *metrics
 	lag     *kafka.LagTracker
 
-	pipes  *pipeline.Watcher
-	cache  *fastcache.Cache
-	track  *cardinality.Tracker
-	owned  ownership
+	pipes *pipeline.Watcher
+	cache *fastcache.Cache
+	track *cardinality.Tracker
+	owned ownership
+	// client is the current session's, for the producer gauges.
+	client atomic.Pointer[kgo.Client]
 	states *budget.Reader
 	remote remoteUsage
 
@@ -158,11 +162,12 @@ func (s *Stream) clientOpts() ([]kgo.Opt, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts = append(opts, kafka.ProducerOpts(s.cfg)...)
-	// A transaction's records may wait longer than an edge request: give
-	// them most of the transaction timeout rather than kafka.produce_timeout,
-	// so a slow broker delays a transaction instead of aborting it.
-	return append(opts, kgo.RecordDeliveryTimeout(s.cfg.Stream.TransactionTimeout*2/3)), nil
+	// No delivery timeout (kafka.ProducerOpts sets none): the records keep
+	// the time the edge received them, and franz-go would measure the
+	// timeout from then, failing every record of a worker that is behind.
+	// A slow broker delays a transaction; the transaction timeout bounds
+	// it.
+	return append(opts, kafka.ProducerOpts(s.cfg)...), nil
 }
 
 // fence initialises the producer ID of this worker's transactional ID
@@ -189,6 +194,65 @@ func (s *Stream) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	kafka.RegisterProducerGaugesOf(s.reg, "stream", s.client.Load)
+	bg, stopBG := context.WithCancel(ctx)
+	var bgWG sync.WaitGroup
+	defer func() { stopBG(); bgWG.Wait() }()
+	bgWG.Add(2)
+	go func() { defer bgWG.Done(); s.pipes.Run(bg, s.cfg.Stream.PipelinesReloadInterval) }()
+	go func() { defer bgWG.Done(); s.states.Run(bg) }()
+
+	for {
+		err := s.runSession(ctx, opts)
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		if !fenced(err) {
+			return err
+		}
+		// Fenced: Kafka has a newer producer for this transactional ID
+		// (a broker that lost its producer state, or a second worker
+		// with this instance ID). As Kafka Streams does, start over: a
+		// new session fences the other in turn and takes the
+		// partitions back; nothing of the fenced transaction counted.
+		s.log.Warn("the stream worker's producer was fenced; starting a new session", "err", err)
+		s.forgetPartitions()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// fenced reports whether err ends the session's transactional producer
+// for good.
+func fenced(err error) bool {
+	return errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) ||
+		errors.Is(err, kerr.InvalidProducerIDMapping) || errors.Is(err, kerr.TransactionalIDNotFound)
+}
+
+// forgetPartitions drops the state of every partition, as if all were
+// revoked: the next session's assignment loads them again.
+func (s *Stream) forgetPartitions() {
+	s.evMu.Lock()
+	s.assigned, s.revoked = map[string][]int32{}, map[string][]int32{}
+	s.evMu.Unlock()
+	s.track.Lock()
+	defer s.track.Unlock()
+	for ten, ps := range s.owned.all() {
+		for _, p := range ps {
+			s.track.Forget(ten, p)
+			s.owned.set(ten, p, false)
+			delete(s.published, ten+"/"+strconv.Itoa(int(p)))
+		}
+	}
+	clear(s.toLoad)
+}
+
+// runSession runs one transactional session: from fencing the previous
+// holder of the transactional ID until ctx ends or the session fails.
+func (s *Stream) runSession(ctx context.Context, opts []kgo.Opt) error {
 	for {
 		if err := s.fence(ctx, opts); err != nil {
 			if ctx.Err() != nil {
@@ -204,12 +268,6 @@ func (s *Stream) Run(ctx context.Context) error {
 		}
 		break
 	}
-	bg, stopBG := context.WithCancel(ctx)
-	var bgWG sync.WaitGroup
-	defer func() { stopBG(); bgWG.Wait() }()
-	bgWG.Add(2)
-	go func() { defer bgWG.Done(); s.pipes.Run(bg, s.cfg.Stream.PipelinesReloadInterval) }()
-	go func() { defer bgWG.Done(); s.states.Run(bg) }()
 
 	sess, err := kgo.NewGroupTransactSession(append(opts, append(kafka.ConsumerOpts(s.cfg),
 		kgo.TransactionalID(TransactionalID(s.cfg.Stream.InstanceID)),
@@ -233,7 +291,7 @@ func (s *Stream) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("creating stream consumer: %w", err)
 	}
-	kafka.RegisterProducerGauges(s.reg, "stream", sess.Client())
+	s.client.Store(sess.Client())
 	topics := kafka.NewTopics(sess.Client(), s.cfg.Kafka)
 	adm := kadm.NewClient(sess.Client())
 	st := &stateTopics{adm: adm, partitions: s.cfg.Kafka.Partitions, replication: int16(s.cfg.Kafka.ReplicationFactor), retention: s.cfg.Stream.ActiveSeriesWindow}
@@ -427,6 +485,16 @@ func (s *Stream) process(ctx context.Context, sess *kgo.GroupTransactSession, to
 		}
 	}
 	s.counts.reset()
+	// The series the stage gathers from the poll's records (see stage),
+	// as records of the same transaction.
+	s.stage.emit = func(meta record.Meta, ts time.Time, recs []record.Encoded) {
+		series := kafka.Topic(s.cfg.Kafka.TopicPrefix, meta.Tenant, kafka.KindSeries)
+		headers := record.Headers(meta)
+		s.counts.tenant(meta.Tenant).recordsProduced += len(recs)
+		for _, enc := range recs {
+			sess.Produce(ctx, &kgo.Record{Topic: series, Partition: enc.Partition, Value: enc.Value, Headers: headers, Timestamp: ts}, promise)
+		}
+	}
 	touched := map[partKey]*cardinality.Partition{}
 	set := s.pipes.Set()
 	s.track.Lock()
@@ -463,20 +531,19 @@ func (s *Stream) process(ctx context.Context, sess *kgo.GroupTransactSession, to
 			s.track.Lock()
 			part = s.track.Partition(meta.Tenant, r.Partition)
 		}
-		res := s.stage.run(set, meta, part, r.Partition, r.Value)
+		pass := s.stage.run(set, meta, part, r.Partition, r.Value, r.Timestamp)
 		s.track.Unlock()
+		if s.stage.full() {
+			s.stage.flush()
+		}
 		touched[partKey{meta.Tenant, r.Partition}] = part
-		series := kafka.Topic(s.cfg.Kafka.TopicPrefix, meta.Tenant, kafka.KindSeries)
-		tc := s.counts.tenant(meta.Tenant)
-		if res.passThrough {
-			tc.recordsProduced++
+		if pass {
+			s.counts.tenant(meta.Tenant).recordsProduced++
+			series := kafka.Topic(s.cfg.Kafka.TopicPrefix, meta.Tenant, kafka.KindSeries)
 			sess.Produce(ctx, &kgo.Record{Topic: series, Partition: r.Partition, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp}, promise)
 		}
-		for _, enc := range res.records {
-			tc.recordsProduced++
-			sess.Produce(ctx, &kgo.Record{Topic: series, Partition: enc.Partition, Value: enc.Value, Headers: r.Headers, Timestamp: r.Timestamp}, promise)
-		}
 	})
+	s.stage.flush()
 
 	// The ledger entries of this poll, in its transaction: after a crash
 	// the ledger holds exactly what the committed output admitted.

@@ -17,6 +17,7 @@ import (
 	"github.com/weir-metrics/weir/pkg/prw"
 	"github.com/weir-metrics/weir/pkg/record"
 	"github.com/weir-metrics/weir/pkg/tenant"
+	"github.com/weir-metrics/weir/services/replay"
 )
 
 func backfillCommand() *cobra.Command {
@@ -26,6 +27,7 @@ func backfillCommand() *cobra.Command {
 		precision   string
 		maxAge      time.Duration
 		batch       int
+		rollups     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "backfill --tenant T --format openmetrics|influx|prw FILE...",
@@ -56,7 +58,11 @@ Formats:
 			if err != nil {
 				return fmt.Errorf("--precision: %w", err)
 			}
-			return runBackfill(cmd.Context(), &cfg, ten, format, prw.Version(prwVersion), prec, maxAge, batch, files, cmd.ErrOrStderr())
+			minT, maxT, err := runBackfill(cmd.Context(), &cfg, ten, format, prw.Version(prwVersion), prec, maxAge, batch, files, cmd.ErrOrStderr())
+			if err != nil || !rollups || !cfg.Rollup.Enabled || maxT < minT {
+				return err
+			}
+			return rollBackfill(cmd.Context(), &cfg, ten, time.UnixMilli(minT), time.UnixMilli(maxT), cmd.ErrOrStderr())
 		},
 	}
 	cmd.Flags().StringVar(&ten, "tenant", tenant.Anonymous, "tenant the data belongs to")
@@ -65,28 +71,32 @@ Formats:
 	cmd.Flags().IntVar(&prwVersion, "prw-version", 1, "remote-write version of prw files: 1 or 2")
 	cmd.Flags().DurationVar(&maxAge, "max-age", 0, "refuse samples older than this (0: no bound)")
 	cmd.Flags().IntVar(&batch, "batch-samples", 20000, "samples per batch written to Kafka")
+	cmd.Flags().BoolVar(&rollups, "rollups", true, "recompute the rollups of the backfilled hours that have ended (weir replay --into rollups)")
 	return cmd
 }
 
-func runBackfill(ctx context.Context, cfg *config.Config, ten, format string, version prw.Version, precision influx.Precision, maxAge time.Duration, batch int, files []string, out io.Writer) error {
+// runBackfill writes the files and returns the time range of their
+// samples.
+func runBackfill(ctx context.Context, cfg *config.Config, ten, format string, version prw.Version, precision influx.Precision, maxAge time.Duration, batch int, files []string, out io.Writer) (minT, maxT int64, err error) {
+	minT, maxT = 1<<62, -1<<62
 	log := newLogger(cfg.Log)
 	opts, err := kafka.ClientOpts(cfg, log)
 	if err != nil {
-		return err
+		return minT, maxT, err
 	}
 	cl, err := kgo.NewClient(append(opts, kafka.ProducerOpts(cfg)...)...)
 	if err != nil {
-		return err
+		return minT, maxT, err
 	}
 	defer cl.Close()
 	if err := kafka.NewTopics(cl, cfg.Kafka).EnsureTenant(ctx, ten); err != nil {
-		return fmt.Errorf("Kafka at %v: %w", cfg.SeedBrokers(), err)
+		return minT, maxT, fmt.Errorf("Kafka at %v: %w", cfg.SeedBrokers(), err)
 	}
 	now := time.Now()
 	for _, name := range files {
 		f, err := os.Open(name)
 		if err != nil {
-			return err
+			return minT, maxT, err
 		}
 		info, _ := f.Stat()
 		counted := &countingReader{r: f}
@@ -97,7 +107,7 @@ func runBackfill(ctx context.Context, cfg *config.Config, ten, format string, ve
 			data, err := io.ReadAll(counted)
 			if err != nil {
 				f.Close()
-				return err
+				return minT, maxT, err
 			}
 			r = backfill.NewOpenMetricsReader(data, batch)
 			source = record.SourceOpenMetrics
@@ -107,7 +117,7 @@ func runBackfill(ctx context.Context, cfg *config.Config, ten, format string, ve
 		case "prw":
 			if version != prw.V1 && version != prw.V2 {
 				f.Close()
-				return fmt.Errorf("--prw-version must be 1 or 2, not %d", version)
+				return minT, maxT, fmt.Errorf("--prw-version must be 1 or 2, not %d", version)
 			}
 			if version == prw.V2 {
 				source = record.SourcePRW2
@@ -115,7 +125,7 @@ func runBackfill(ctx context.Context, cfg *config.Config, ten, format string, ve
 			r = backfill.NewPRWReader(counted, version)
 		default:
 			f.Close()
-			return fmt.Errorf("--format %q is not openmetrics, influx or prw", format)
+			return minT, maxT, fmt.Errorf("--format %q is not openmetrics, influx or prw", format)
 		}
 		st, err := backfill.Produce(ctx, cl, r, backfill.Options{
 			Tenant: ten, Topic: kafka.Topic(cfg.Kafka.TopicPrefix, ten, kafka.KindRaw), Source: source,
@@ -126,15 +136,30 @@ func runBackfill(ctx context.Context, cfg *config.Config, ten, format string, ve
 		f.Close()
 		fmt.Fprintln(out)
 		if err != nil {
-			return fmt.Errorf("%s: %w (what was written before stays written)", name, err)
+			return minT, maxT, fmt.Errorf("%s: %w (what was written before stays written)", name, err)
 		}
+		minT, maxT = min(minT, st.MinTime), max(maxT, st.MaxTime)
 		if st.Samples+st.Histograms > 0 {
 			fmt.Fprintf(out, "%s: %d series, %d samples from %s to %s written to %s\n", name, st.Series, st.Samples+st.Histograms,
 				time.UnixMilli(st.MinTime).UTC().Format(time.RFC3339), time.UnixMilli(st.MaxTime).UTC().Format(time.RFC3339),
 				kafka.Topic(cfg.Kafka.TopicPrefix, ten, kafka.KindRaw))
 		}
 	}
-	return nil
+	return minT, maxT, nil
+}
+
+// rollBackfill recomputes the rollups of the backfilled hours that have
+// ended: live rollups take such old samples as late.
+func rollBackfill(ctx context.Context, cfg *config.Config, ten string, from, to time.Time, out io.Writer) error {
+	complete := time.Now().Add(-cfg.Rollup.AllowedLateness).Truncate(time.Hour)
+	if to.After(complete) {
+		to = complete
+	}
+	if !from.Before(to) {
+		fmt.Fprintln(out, "no backfilled hour has ended yet: the live rollups will take these samples")
+		return nil
+	}
+	return runReplay(ctx, cfg, ten, from, to, replay.IntoRollups, replay.DefaultID(ten, from, to, replay.IntoRollups), out)
 }
 
 func printProgress(out io.Writer, name string, st backfill.Stats, read, size int64) {

@@ -78,6 +78,7 @@ func TestBackfillDayOfHistory(t *testing.T) {
 		if err != nil {
 			t.Fatalf("weir backfill %v: %v\n%s", c, err, out)
 		}
+		t.Logf("weir backfill %v:\n%s", c, out)
 		if !strings.Contains(out, "written to weir.hist.raw") {
 			t.Fatalf("backfill output does not report what it wrote:\n%s", out)
 		}
@@ -101,6 +102,39 @@ func TestBackfillDayOfHistory(t *testing.T) {
 			if len(s.Points) != want[s.Key()] {
 				return fmt.Errorf("%s: %d points, want %d", s.Key(), len(s.Points), want[s.Key()])
 			}
+		}
+		return nil
+	})
+
+	// The backfilled hours are rolled up: every sample of history_prw is
+	// counted once in the 5m rows, none twice.
+	weirtest.Eventually(t, 60*time.Second, func() error {
+		rows, err := weirtest.ReadRollupFiles(filepath.Join(dir, "weir", "bucket"))
+		if err != nil {
+			return err
+		}
+		var counted int64
+		windows := map[int64]bool{}
+		for _, r := range rows {
+			if r.Tenant == "hist" && r.Metric == "history_prw" && r.Resolution == "5m" {
+				if windows[r.WindowStart] {
+					return fmt.Errorf("window %d rolled up twice", r.WindowStart)
+				}
+				windows[r.WindowStart] = true
+				counted += r.Count
+			}
+		}
+		// Samples of the hour still within the allowed lateness are left
+		// to the live rollups; the rest are in the rows.
+		complete := time.Now().Add(-5 * time.Minute).Truncate(time.Hour)
+		wantCounted := 0
+		for i := 0; i < points; i++ {
+			if start.Add(time.Duration(i) * step).Before(complete) {
+				wantCounted++
+			}
+		}
+		if counted != int64(wantCounted) {
+			return fmt.Errorf("5m rollup rows of history_prw count %d samples, want %d", counted, wantCounted)
 		}
 		return nil
 	})

@@ -76,6 +76,7 @@ func rootCommand() *cobra.Command {
 		authCommand(),
 		checkCommand(),
 		backfillCommand(),
+		replayCommand(),
 	)
 	return root
 }
