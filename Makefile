@@ -4,6 +4,8 @@
 #   make test   run the tests of every module in go.work
 #   make stack  run broker, edge, stream and sink as separate local processes
 #   make loadtest  a minute of sustained ingest against a fresh weir, checked for loss
+#   make fuzz   every fuzz target for FUZZTIME each
+#   make soak   the fault tests at soak length (docs/reliability.md)
 
 GO       ?= go
 BIN      := bin/weir
@@ -15,7 +17,7 @@ MODULES  := . loadtest
 # -race costs 5-10x; the suite still fits well inside CI's budget.
 TESTFLAGS ?= -race -timeout 20m
 
-.PHONY: all build run test test-deps vet fmt bench clean stack stack-down loadtest
+.PHONY: all build run test test-deps vet fmt bench clean stack stack-down loadtest fuzz soak
 
 all: build
 
@@ -77,6 +79,37 @@ loadtest: build
 	./bin/weir-loadtest -out bin/loadtest \
 		-exec 'weir=$(CURDIR)/$(BIN) all --data-dir {dir} --http.addr {addr:http} --kafka.embedded.addr {addr:kafka}' \
 		-url 'http://{addr:http}' -ready 'http://{addr:http}/-/ready' $(LOADTEST_FLAGS)
+
+# Every go test -fuzz target of the root module, FUZZTIME each (one at a
+# time: go test fuzzes one target per run). New inputs that widen coverage
+# stay in Go's fuzz cache; a crasher is written to the package's
+# testdata/fuzz/<Target>/ and fails the run, and then belongs in the
+# repository. The last line of each run gives its executions; they are
+# collected in bin/fuzz/summary.txt.
+FUZZTIME ?= 10s
+fuzz:
+	@mkdir -p bin/fuzz; : > bin/fuzz/summary.txt; set -e; \
+	for f in $$(grep -rl --include='*_test.go' '^func Fuzz' pkg services internal | sort); do \
+		dir=./$$(dirname $$f); \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "== $$dir $$t ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$dir > bin/fuzz/$$t.log 2>&1 || { cat bin/fuzz/$$t.log; exit 1; }; \
+			line=$$(grep 'fuzz: elapsed' bin/fuzz/$$t.log | tail -1); \
+			echo "$$dir $$t: $$line" | tee -a bin/fuzz/summary.txt; \
+		done; \
+	done
+
+# The fault tests (internal/reliability) at soak length: minutes of load
+# per scenario instead of seconds, without the race detector so the
+# figures are the binary's own. Each test prints its figures and appends
+# them as a JSON line to bin/soak/results.jsonl; docs/reliability.md holds
+# those of the last run. SOAK='-run TestX' picks scenarios.
+SOAK ?=
+soak:
+	@mkdir -p bin/soak; rm -f bin/soak/results.jsonl; \
+	{ WEIR_SOAK=1 WEIR_SOAK_OUT=$(CURDIR)/bin/soak/results.jsonl $(GO) test -count=1 -timeout 4h -v $(SOAK) ./internal/reliability/; \
+	  echo $$? > bin/soak/rc; } 2>&1 | tee bin/soak/soak.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|figures:'; \
+	exit $$(cat bin/soak/rc)
 
 clean:
 	rm -rf bin data

@@ -87,11 +87,20 @@ type CounterCheck struct {
 	Problems []string           `json:"problems,omitempty"`
 }
 
+// UnacknowledgedReason is the refusal reason of writes the edge answered
+// with 503 because Kafka did not acknowledge them in time. Such records
+// may still reach Kafka afterwards (the edge cannot take them back), so
+// the sink may store up to that many samples beyond what the edge wrote.
+const UnacknowledgedReason = "kafka_unavailable"
+
 // CheckCounters checks weir's accounting over a run (delta = after -
 // before): the edge received = written + refused; what the harness saw
 // acknowledged (acked, plus up to unknown) was written; and everything
-// written reached the sink, appended or dropped with a reason. It returns
-// nil when delta holds no weir counters (the target is not weir).
+// written reached the sink, appended or dropped with a reason — and
+// nothing beyond that except samples of writes refused for Kafka not
+// acknowledging them in time (UnacknowledgedReason), which may have
+// landed. It returns nil when delta holds no weir counters (the target is
+// not weir).
 func CheckCounters(delta Counters, acked, unknown uint64) *CounterCheck {
 	if len(delta) == 0 {
 		return nil
@@ -119,8 +128,13 @@ func CheckCounters(delta Counters, acked, unknown uint64) *CounterCheck {
 				drops += delta[k]
 			}
 		}
-		if appended := delta.sum(SinkAppended); written > 0 && appended+drops != written {
+		maybe := delta[EdgeRefused+"{"+UnacknowledgedReason+"}"]
+		appended := delta.sum(SinkAppended)
+		switch {
+		case written > 0 && appended+drops < written:
 			cc.Problems = append(cc.Problems, fmt.Sprintf("edge wrote %.0f samples; the sink appended %.0f and the stream and sink dropped %.0f (sum %.0f)", written, appended, drops, appended+drops))
+		case written > 0 && appended+drops > written+maybe:
+			cc.Problems = append(cc.Problems, fmt.Sprintf("edge wrote %.0f samples (and refused %.0f for Kafka not acknowledging them, which may have landed); the sink appended %.0f and the stream and sink dropped %.0f (sum %.0f)", written, maybe, appended, drops, appended+drops))
 		}
 	}
 	cc.OK = len(cc.Problems) == 0

@@ -82,6 +82,26 @@ func TestCounterAccounting(t *testing.T) {
 	if cc.OK || !strings.Contains(strings.Join(cc.Problems, ";"), "sink appended 994") {
 		t.Fatalf("a sample lost between edge and sink passed: %+v", cc)
 	}
+	// The sink storing more than the edge wrote is a fault (a duplicate),
+	// unless the edge answered that many samples 503 for Kafka not
+	// acknowledging them in time: those may have landed anyway.
+	w.appended.WithLabelValues("loadtest").Add(7)
+	after4, _ := ReadCounters(ctx, nil, []string{w.url}, "loadtest")
+	cc = CheckCounters(after4.Sub(before), 1000, 0)
+	if cc.OK || !strings.Contains(strings.Join(cc.Problems, ";"), "sink appended 1001") {
+		t.Fatalf("the sink storing more than the edge wrote passed: %+v", cc)
+	}
+	w.received.WithLabelValues("loadtest", "prw1").Add(6)
+	w.refused.WithLabelValues("loadtest", UnacknowledgedReason).Add(6)
+	after5, _ := ReadCounters(ctx, nil, []string{w.url}, "loadtest")
+	if cc := CheckCounters(after5.Sub(before), 1000, 0); !cc.OK {
+		t.Fatalf("samples of timed-out writes that landed failed the check: %v", cc.Problems)
+	}
+	w.appended.WithLabelValues("loadtest").Add(1)
+	after6, _ := ReadCounters(ctx, nil, []string{w.url}, "loadtest")
+	if cc := CheckCounters(after6.Sub(before), 1000, 0); cc.OK {
+		t.Fatal("the sink storing more than written plus timed-out writes passed")
+	}
 	// A target without weir's counters is not checked.
 	if CheckCounters(Counters{}, 5, 0) != nil {
 		t.Fatal("empty counters were checked")

@@ -182,6 +182,7 @@ func (r *runner) run(ctx context.Context) (*report.Run, error) {
 	hostStart, _ := procstat.HostBusy()
 
 	r.start = time.Now()
+	res.LoadStarted = r.start
 	loadCtx, stopLoad := context.WithDeadline(ctx, r.start.Add(cfg.Duration))
 	defer stopLoad()
 	samplerDone := make(chan struct{})
@@ -510,6 +511,11 @@ func (r *runner) do(ctx context.Context, url string, body []byte, ctype, enc, ve
 		r.intervalErrors++
 		if first {
 			r.log.Warn("target answered with an error", "status", resp.StatusCode, "body", string(bytes.TrimSpace(msg)))
+		}
+		// A sender is told when to come back from overload; an answer
+		// that does not say is a fault of the target worth counting.
+		if (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) && resp.Header.Get("Retry-After") == "" {
+			r.errors[strconv.Itoa(resp.StatusCode)+" without Retry-After"]++
 		}
 	}
 	r.mu.Unlock()

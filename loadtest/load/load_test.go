@@ -166,4 +166,12 @@ func TestUnknownOutcomeIsRetried(t *testing.T) {
 	if c.SamplesFound != c.SamplesAcked {
 		t.Fatalf("found %d of %d", c.SamplesFound, c.SamplesAcked)
 	}
+	// The target's 503 did not say when to come back: counted apart, so
+	// a test of overload can require Retry-After.
+	if res.Errors["503 without Retry-After"] != 1 {
+		t.Fatalf("a 503 without Retry-After was not counted: %v", res.Errors)
+	}
+	if res.LoadStarted.IsZero() || res.LoadStarted.After(time.Now()) {
+		t.Fatalf("load start %v", res.LoadStarted)
+	}
 }

@@ -59,7 +59,10 @@ type Run struct {
 	OK       bool     `json:"ok"`
 	Failures []string `json:"failures,omitempty"`
 
-	Seconds float64 `json:"seconds"` // of sustained load
+	// LoadStarted is when the sustained load began (after the preflight):
+	// the zero of the timeline's T.
+	LoadStarted time.Time `json:"load_started"`
+	Seconds     float64   `json:"seconds"` // of sustained load
 	// Requests and samples sent; samples acknowledged (2xx), refused
 	// (4xx, never retried) and of unknown outcome (timeouts, 5xx, 429).
 	Requests       uint64            `json:"requests"`
