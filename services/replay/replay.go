@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -164,12 +165,11 @@ type run struct {
 	hourFrom, hourTo, eventFrom int64
 	lateness                    time.Duration
 
-	proc    *pipeline.Processor
-	builder record.Builder
-	req     prw.Request
+	// workers each replay the records of some partitions; one when
+	// rollups are recomputed (they collect into the run's state).
+	workers []*worker
 	parts   map[int32]*rollup.Partition
 	offsets map[int32]int64 // synthetic offsets fed to rollup partitions
-	out     []prw.TimeSeries
 	// Kept for the rollups: samples, histograms and interned series.
 	points []point
 	hists  []prw.Histogram
@@ -188,7 +188,6 @@ func newRun(ctx context.Context, cl *kgo.Client, o Options) (*run, error) {
 		raw:     kafka.Topic(o.TopicPrefix, o.Tenant, kafka.KindRaw),
 		series:  kafka.Topic(o.TopicPrefix, o.Tenant, kafka.KindSeries),
 		rollup:  kafka.Topic(o.TopicPrefix, o.Tenant, kafka.KindRollup),
-		proc:    pipeline.NewProcessor(pipeline.NewCache(32 << 20)),
 		parts:   map[int32]*rollup.Partition{},
 		index:   map[string]int32{},
 		offsets: map[int32]int64{},
@@ -236,6 +235,16 @@ func newRun(ctx context.Context, cl *kgo.Client, o Options) (*run, error) {
 	committed, err := r.adm.FetchOffsets(ctx, GroupID(o.ID))
 	if err != nil && !errors.Is(err, kerr.GroupIDNotFound) {
 		return nil, fmt.Errorf("reading the progress of replay %s: %w", o.ID, err)
+	}
+	// Partitions are independent: replaying them on every core is what
+	// makes a replay faster than live ingest. Rollups are collected into
+	// one state, so they are recomputed on one.
+	n := runtime.GOMAXPROCS(0)
+	if r.rollups() {
+		n = 1
+	}
+	for range n {
+		r.workers = append(r.workers, &worker{proc: pipeline.NewProcessor(pipeline.NewCache(32 << 20))})
 	}
 	r.resumed = map[int32]int64{}
 	committed.Each(func(c kadm.OffsetResponse) {
@@ -318,18 +327,51 @@ func (r *run) run(ctx context.Context, remaining int) (Progress, error) {
 		if err := fetches.Err0(); err != nil && !errors.Is(err, context.Canceled) {
 			return r.p, fmt.Errorf("reading %s: %w", r.raw, err)
 		}
-		fetches.EachRecord(func(rec *kgo.Record) {
-			end := r.end[rec.Partition]
-			if rec.Offset >= end {
+		// Each worker takes whole partitions, in order; the poll's
+		// partitions are done when every worker is.
+		var wg sync.WaitGroup
+		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+			end := r.end[fp.Partition]
+			var recs []*kgo.Record
+			for _, rec := range fp.Records {
+				if rec.Offset < end {
+					recs = append(recs, rec)
+				}
+			}
+			if len(recs) == 0 {
 				return
 			}
-			r.one(ctx, rec)
-			next[rec.Partition] = rec.Offset + 1
-			if rec.Offset+1 >= end {
+			last := recs[len(recs)-1].Offset
+			next[fp.Partition] = last + 1
+			if last+1 >= end {
 				remaining--
-				r.cl.RemoveConsumePartitions(map[string][]int32{r.raw: {rec.Partition}})
+				r.cl.RemoveConsumePartitions(map[string][]int32{r.raw: {fp.Partition}})
 			}
+			w := r.workers[int(fp.Partition)%len(r.workers)]
+			w.queue = append(w.queue, recs...)
 		})
+		for _, w := range r.workers {
+			if len(w.queue) == 0 {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for _, rec := range w.queue {
+					r.one(ctx, w, rec)
+				}
+				clear(w.queue)
+				w.queue = w.queue[:0]
+			}()
+		}
+		wg.Wait()
+		for _, w := range r.workers {
+			r.p.Records += w.p.Records
+			r.p.Bytes += w.p.Bytes
+			r.p.Samples += w.p.Samples
+			r.p.SeriesRecords += w.p.SeriesRecords
+			w.p = Progress{}
+		}
 		if err := r.err(); err != nil {
 			return r.p, err
 		}
@@ -352,27 +394,39 @@ func (r *run) run(ctx context.Context, remaining int) (Progress, error) {
 	return r.p, r.err()
 }
 
+// worker replays the records of some partitions with its own pipeline
+// processor and buffers.
+type worker struct {
+	proc    *pipeline.Processor
+	builder record.Builder
+	req     prw.Request
+	out     []prw.TimeSeries
+	queue   []*kgo.Record
+	// p counts what this worker did since the run last added it up.
+	p Progress
+}
+
 // one replays one raw record.
-func (r *run) one(ctx context.Context, rec *kgo.Record) {
-	r.p.Records++
-	r.p.Bytes += int64(len(rec.Value))
+func (r *run) one(ctx context.Context, w *worker, rec *kgo.Record) {
+	w.p.Records++
+	w.p.Bytes += int64(len(rec.Value))
 	meta, err := record.ParseHeaders(rec.Headers)
 	if err == nil {
-		r.req.Reset()
-		err = record.Decode(meta, rec.Value, &r.req)
+		w.req.Reset()
+		err = record.Decode(meta, rec.Value, &w.req)
 	}
 	if err != nil {
 		r.o.Logger.Warn("skipping unreadable raw record", "partition", rec.Partition, "offset", rec.Offset, "err", err)
 		return
 	}
-	r.proc.BeginBatch()
-	r.out = r.out[:0]
+	w.proc.BeginBatch()
+	w.out = w.out[:0]
 	// pass: every series stays as it is and where it is, so the raw value
 	// is the series record as is (the common case, and the cheapest).
 	pass := true
-	for i := range r.req.Series {
-		ts := r.req.Series[i]
-		res := r.proc.Process(r.o.Pipelines, r.o.Tenant, ts.Labels)
+	for i := range w.req.Series {
+		ts := w.req.Series[i]
+		res := w.proc.Process(r.o.Pipelines, r.o.Tenant, ts.Labels)
 		if res.Drop != "" {
 			pass = false
 			continue
@@ -385,35 +439,35 @@ func (r *run) one(ctx context.Context, rec *kgo.Record) {
 			// keep them.
 			ts.Labels = cloneLabels(res.Labels)
 		}
-		r.p.Samples += int64(len(ts.Samples) + len(ts.Histograms))
-		r.out = append(r.out, ts)
+		w.p.Samples += int64(len(ts.Samples) + len(ts.Histograms))
+		w.out = append(w.out, ts)
 	}
-	if len(r.out) == 0 {
+	if len(w.out) == 0 {
 		return
 	}
 	inTSDBRange := rec.Offset >= r.tsdbStart[rec.Partition] && rec.Offset < r.tsdbEnd[rec.Partition]
 	if r.tsdb() && inTSDBRange && rec.Offset >= r.resumed[rec.Partition] {
 		headers := append(append([]kgo.RecordHeader(nil), rec.Headers...), kgo.RecordHeader{Key: HeaderReplay, Value: []byte(r.o.ID)})
 		if pass {
-			r.p.SeriesRecords++
+			w.p.SeriesRecords++
 			r.cl.Produce(ctx, &kgo.Record{Topic: r.series, Partition: rec.Partition, Value: rec.Value, Headers: headers, Timestamp: rec.Timestamp}, r.promise)
 			if r.rollups() {
-				r.collectRollups()
+				r.collectRollups(w.out)
 			}
 			return
 		}
-		enc, err := r.builder.Build(r.o.Tenant, r.out, r.o.Partitions, r.o.MaxRecordBytes)
+		enc, err := w.builder.Build(r.o.Tenant, w.out, r.o.Partitions, r.o.MaxRecordBytes)
 		if err != nil {
 			r.fail(err)
 			return
 		}
 		for _, e := range enc {
-			r.p.SeriesRecords++
+			w.p.SeriesRecords++
 			r.cl.Produce(ctx, &kgo.Record{Topic: r.series, Partition: e.Partition, Value: e.Value, Headers: headers, Timestamp: rec.Timestamp}, r.promise)
 		}
 	}
 	if r.rollups() {
-		r.collectRollups()
+		r.collectRollups(w.out)
 	}
 }
 
@@ -424,10 +478,10 @@ func (r *run) one(ctx context.Context, rec *kgo.Record) {
 // late (a backfill) then counts as it would have live, whatever order the
 // raw topic holds it in. This costs memory: about 24 bytes per sample and
 // the labels of each series once.
-func (r *run) collectRollups() {
+func (r *run) collectRollups(out []prw.TimeSeries) {
 	until := r.hourTo + r.lateness.Milliseconds()
-	for i := range r.out {
-		ts := &r.out[i]
+	for i := range out {
+		ts := &out[i]
 		idx := -1
 		series := func() int32 {
 			if idx < 0 {

@@ -17,8 +17,8 @@ import (
 	"github.com/weir-metrics/weir/pkg/record"
 )
 
-// BenchmarkReplayIntoTSDB replays 20 rounds of 10k series × 11 labels
-// (200k samples) from the raw topic into the series topic of an embedded
+// BenchmarkReplayIntoTSDB replays 100 rounds of 10k series × 11 labels
+// (1 M samples) from the raw topic into the series topic of an embedded
 // broker, with a pipeline of 10 relabel rules, and reports the samples per
 // second of the whole replay (read, relabel, re-encode, produce and wait
 // for Kafka's acknowledgement). Compare with the live figures of
@@ -47,7 +47,7 @@ func BenchmarkReplayIntoTSDB(b *testing.B) {
 	if err := kafka.NewTopics(cl, cfg.Kafka).EnsureTenant(ctx, "bench"); err != nil {
 		b.Fatal(err)
 	}
-	const seriesN, rounds = 10_000, 20
+	const seriesN, rounds = 10_000, 100
 	start := time.Now().Add(-time.Hour)
 	var builder record.Builder
 	samples := 0
