@@ -1,6 +1,7 @@
 package stream_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sync/atomic"
@@ -151,5 +152,73 @@ func TestFencedWorkerStartsOver(t *testing.T) {
 	}
 	if v := c.metric(t, "weir_stream_transactions_total", map[string]string{"result": "failed"}); v == 0 {
 		t.Fatal("no transaction failed: the fence did not reach the stage")
+	}
+}
+
+// TestSeriesOrderAcrossPassThrough writes, in one produce call so that
+// one poll takes both, two raw records of one partition holding series X:
+// the first also holds a series the pipeline drops (so it is re-encoded),
+// the second only series that pass unchanged (so it could go out as it
+// is). X's samples must reach the series topic in the order they were
+// written, or the sink, with no out-of-order window, drops the older.
+func TestSeriesOrderAcrossPassThrough(t *testing.T) {
+	c := startCluster(t, map[string]string{"default.yaml": "relabel:\n  - source_labels: [__name__]\n    regex: drop_me\n    action: drop\n"})
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.cfg.SeedBrokers()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx := context.Background()
+	if err := kafka.NewTopics(cl, c.cfg.Kafka).EnsureTenant(ctx, "order"); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	series := func(name, v string, ts int64) prw.TimeSeries {
+		return prw.TimeSeries{Labels: []prw.Label{{Name: "__name__", Value: name}, {Name: "v", Value: v}}, Samples: []prw.Sample{{Value: 1, Timestamp: ts}}}
+	}
+	var builder record.Builder
+	// One record of one partition from the given series, or nil when they
+	// do not all hash to one partition.
+	one := func(ss ...prw.TimeSeries) *record.Encoded {
+		enc, err := builder.Build("order", ss, c.cfg.Kafka.Partitions, c.cfg.Kafka.MaxRecordBytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(enc) != 1 {
+			return nil
+		}
+		e := enc[0]
+		e.Value = bytes.Clone(e.Value)
+		return &e
+	}
+	t1, t2 := now.Add(-2*time.Second).UnixMilli(), now.Add(-time.Second).UnixMilli()
+	var first, second *record.Encoded
+	for i := 0; first == nil || second == nil; i++ {
+		if first == nil {
+			first = one(series("order_x", "x", t1), series("drop_me", fmt.Sprint(i), t1))
+		}
+		if second == nil {
+			second = one(series("order_x", "x", t2), series("order_z", fmt.Sprint(i), t2))
+		}
+		if first != nil && second != nil && first.Partition != second.Partition {
+			second = nil
+		}
+	}
+	hs := record.Headers(record.Meta{Tenant: "order", Source: record.SourcePRW1, ReceivedAt: now})
+	topic := kafka.Topic("weir", "order", kafka.KindRaw)
+	if err := cl.ProduceSync(ctx,
+		&kgo.Record{Topic: topic, Partition: first.Partition, Value: first.Value, Headers: hs, Timestamp: now},
+		&kgo.Record{Topic: topic, Partition: second.Partition, Value: second.Value, Headers: hs, Timestamp: now},
+	).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	var xs []int64
+	for _, s := range c.seriesTopic(t, "order", 3) {
+		if s.Labels["__name__"] == "order_x" {
+			xs = append(xs, s.Timestamp)
+		}
+	}
+	if len(xs) != 2 || xs[0] != t1 || xs[1] != t2 {
+		t.Fatalf("order_x in the series topic at %v, want [%d %d] in that order", xs, t1, t2)
 	}
 }

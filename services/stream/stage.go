@@ -137,6 +137,20 @@ type admitted struct {
 	hash   uint64
 }
 
+// holds reports whether an open batch holds series of tenant: from
+// another source than source when other is set, of any source otherwise.
+// A series keeps its order only if its samples leave in the order they
+// came: before a record of the tenant passes through as it is, or goes
+// into the batch of another source, the open batches must be flushed.
+func (s *stage) holds(tenant, source string, other bool) bool {
+	for _, b := range s.batches {
+		if b.meta.Tenant == tenant && (!other || b.meta.Source != source) {
+			return true
+		}
+	}
+	return false
+}
+
 // full reports that enough series wait to flush them now.
 func (s *stage) full() bool { return s.pending >= maxPendingSeries }
 

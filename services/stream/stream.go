@@ -519,6 +519,9 @@ func (s *Stream) process(ctx context.Context, sess *kgo.GroupTransactSession, to
 			fail(err)
 			return
 		}
+		if s.stage.holds(meta.Tenant, meta.Source, true) {
+			s.stage.flush()
+		}
 		s.track.Lock()
 		part := s.track.Partition(meta.Tenant, r.Partition)
 		if !part.Loaded() {
@@ -538,6 +541,9 @@ func (s *Stream) process(ctx context.Context, sess *kgo.GroupTransactSession, to
 		}
 		touched[partKey{meta.Tenant, r.Partition}] = part
 		if pass {
+			if s.stage.holds(meta.Tenant, "", false) {
+				s.stage.flush()
+			}
 			s.counts.tenant(meta.Tenant).recordsProduced++
 			series := kafka.Topic(s.cfg.Kafka.TopicPrefix, meta.Tenant, kafka.KindSeries)
 			sess.Produce(ctx, &kgo.Record{Topic: series, Partition: r.Partition, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp}, promise)
