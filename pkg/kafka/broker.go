@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/weir-metrics/weir/pkg/config"
+	"github.com/weir-metrics/weir/pkg/logrepeat"
 )
 
 // Broker is the embedded Kafka-protocol broker: franz-go's kfake with its
@@ -54,7 +55,7 @@ func StartBroker(cfg *config.Config, log *slog.Logger) (*Broker, error) {
 			return net.Listen(network, addr)
 		}),
 		kfake.ClusterID("weir-embedded"),
-		kfake.WithLogger(&kfakeLogger{log: log, repeats: map[string]*repeat{}}),
+		kfake.WithLogger(&kfakeLogger{log: log, repeats: logrepeat.New(repeatEvery)}),
 		kfake.DefaultNumPartitions(cfg.Kafka.Partitions),
 		kfake.BrokerConfigs(map[string]string{
 			"message.max.bytes":   strconv.Itoa(TopicMaxMessageBytes(cfg.Kafka.MaxRecordBytes)),
@@ -127,38 +128,10 @@ func (b *Broker) Run(ctx context.Context) error {
 // which would fill the disk the operator is trying to free.
 type kfakeLogger struct {
 	log     *slog.Logger
-	mu      sync.Mutex
-	repeats map[string]*repeat
-}
-
-type repeat struct {
-	last       time.Time
-	suppressed int
+	repeats *logrepeat.Limiter
 }
 
 const repeatEvery = 5 * time.Second
-
-// admit reports whether a line of this format may be logged now, and how
-// many of its kind were left out since the last one.
-func (l *kfakeLogger) admit(format string, now time.Time) (bool, int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	r := l.repeats[format]
-	if r == nil {
-		if len(l.repeats) > 1000 {
-			clear(l.repeats)
-		}
-		r = &repeat{}
-		l.repeats[format] = r
-	}
-	if now.Sub(r.last) < repeatEvery {
-		r.suppressed++
-		return false, 0
-	}
-	n := r.suppressed
-	r.last, r.suppressed = now, 0
-	return true, n
-}
 
 func (l *kfakeLogger) Logf(level kfake.LogLevel, format string, args ...any) {
 	var lvl slog.Level
@@ -176,7 +149,7 @@ func (l *kfakeLogger) Logf(level kfake.LogLevel, format string, args ...any) {
 	}
 	attrs := []any{"component", "broker"}
 	if lvl >= slog.LevelWarn {
-		ok, left := l.admit(format, time.Now())
+		ok, left := l.repeats.Admit(format)
 		if !ok {
 			return
 		}

@@ -5,8 +5,11 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/weir-metrics/weir/pkg/logrepeat"
 )
 
 // TestBrokerLogRepeats logs a thousand warnings of one kind, as a broker
@@ -15,7 +18,10 @@ import (
 // info lines are not held back by them.
 func TestBrokerLogRepeats(t *testing.T) {
 	var buf bytes.Buffer
-	l := &kfakeLogger{log: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), repeats: map[string]*repeat{}}
+	now := time.Now()
+	repeats := logrepeat.New(repeatEvery)
+	repeats.Now = func() time.Time { return now }
+	l := &kfakeLogger{log: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), repeats: repeats}
 	for i := 0; i < 1000; i++ {
 		l.Logf(kfake.LogLevelWarn, "persist batch %s-%d: %v", "weir.t.raw", i%8, "no space left on device")
 	}
@@ -27,7 +33,7 @@ func TestBrokerLogRepeats(t *testing.T) {
 		t.Fatalf("want the first warning, the other kind and both debug lines, got:\n%s", buf.String())
 	}
 	// The next warning of the kind, a while later, reports the rest.
-	l.repeats["persist batch %s-%d: %v"].last = l.repeats["persist batch %s-%d: %v"].last.Add(-repeatEvery)
+	now = now.Add(repeatEvery)
 	buf.Reset()
 	l.Logf(kfake.LogLevelWarn, "persist batch %s-%d: %v", "weir.t.raw", 0, "no space left on device")
 	if !strings.Contains(buf.String(), "similar_lines_left_out=999") {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/weir-metrics/weir/pkg/limits"
@@ -152,45 +151,9 @@ func (e *Edge) countRefusal(ten string, samples int, rf *refusal) {
 	// An overloaded edge refuses thousands of writes a second: one line
 	// per tenant and reason every few seconds says why, the metrics count
 	// them all.
-	if ok, left := e.refusalLog.admit(ten+"\xff"+rf.reason, time.Now()); ok {
+	if ok, left := e.refusalLog.Admit(ten + "\xff" + rf.reason); ok {
 		e.log.Warn("write refused", "tenant", ten, "status", rf.status, "reason", rf.reason, "err", rf.msg, "similar_refusals_not_logged", left)
 	}
-}
-
-// logRepeats lets one log line of a kind through every logRepeatEvery
-// and counts the others.
-type logRepeats struct {
-	mu    sync.Mutex
-	kinds map[string]*logRepeat
-}
-
-type logRepeat struct {
-	last time.Time
-	left int
-}
-
-const logRepeatEvery = 5 * time.Second
-
-// admit reports whether a line of kind may be logged now, and how many of
-// its kind were not logged since the last one.
-func (l *logRepeats) admit(kind string, now time.Time) (bool, int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.kinds == nil || len(l.kinds) > 10000 {
-		l.kinds = map[string]*logRepeat{}
-	}
-	r := l.kinds[kind]
-	if r == nil {
-		r = &logRepeat{}
-		l.kinds[kind] = r
-	}
-	if now.Sub(r.last) < logRepeatEvery {
-		r.left++
-		return false, 0
-	}
-	n := r.left
-	r.last, r.left = now, 0
-	return true, n
 }
 
 // setRetryAfter asks the sender of a 429 or 503 to come back later.

@@ -19,6 +19,7 @@ import (
 	"github.com/weir-metrics/weir/pkg/config"
 	"github.com/weir-metrics/weir/pkg/kafka"
 	"github.com/weir-metrics/weir/pkg/limits"
+	"github.com/weir-metrics/weir/pkg/logrepeat"
 	"github.com/weir-metrics/weir/pkg/record"
 	"github.com/weir-metrics/weir/pkg/seriescache"
 	"github.com/weir-metrics/weir/services/app"
@@ -45,7 +46,7 @@ type Edge struct {
 	// remote-write series seen (pkg/seriescache).
 	seriesCache *seriescache.Cache
 	// refusalLog keeps an overloaded edge's log readable.
-	refusalLog logRepeats
+	refusalLog *logrepeat.Limiter
 
 	mu    sync.Mutex
 	ready error
@@ -94,10 +95,11 @@ func New(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, authn 
 	held := newInflight(cfg.Edge.MaxInflightBytes)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "weir_edge_inflight_bytes",
-		Help: "Request memory the writes in flight hold (bodies plus twice their decompressed size), bounded by edge.max_inflight_bytes.",
+		Help: "Request memory the writes in flight hold (bodies, decompressed bodies and the memory decoding them takes), bounded by edge.max_inflight_bytes.",
 	}, func() float64 { return float64(held.held()) }))
 	return &Edge{
 		inflight:    held,
+		refusalLog:  logrepeat.New(5 * time.Second),
 		seriesCache: seriescache.New(64 << 20),
 		cfg:         cfg,
 		log:         log,
