@@ -15,8 +15,9 @@ import (
 // A request reserves what it is about to hold before holding it — its
 // body, its decompressed body, and what the series decoded from it and
 // the records built from them take (a measured multiple of its
-// decompressed size) — and is refused when a bound would be passed. Memory then stays bounded whatever the number of senders or the
-// speed of Kafka: requests that cannot be served are refused, not queued.
+// decompressed size) — and is refused when a bound would be passed.
+// Memory then stays bounded whatever the number of senders or the speed
+// of Kafka: requests that cannot be served are refused, not queued.
 type inflight struct {
 	limit int64 // 0: unlimited
 	// decoders is how many of one tenant's bodies may be decompressed at
@@ -165,10 +166,44 @@ func (r *reservation) release() {
 // the pool, outside the in-flight accounting.
 const maxPooledBuffer = 4 << 20
 
-// trimmed returns b, or nil when it is too large to keep.
-func trimmed(b []byte) []byte {
-	if cap(b) > maxPooledBuffer {
-		return nil
+// pooled reports whether a request's state, holding these buffers, may go
+// back to its free list. A state that held a large request is dropped whole:
+// besides its buffers, its decoded series and scratch slices, sized for
+// that request, point into them.
+func pooled(bufs ...[]byte) bool {
+	for _, b := range bufs {
+		if cap(b) > maxPooledBuffer {
+			return false
+		}
 	}
-	return b
+	return true
+}
+
+// freeList keeps a bounded number of idle request states for reuse. A
+// sync.Pool would keep one per request that ran at once, each sized for
+// the largest request it served, outside the in-flight accounting: with
+// hundreds of senders that is gigabytes held between requests.
+type freeList[T any] struct{ ch chan *T }
+
+// idleStates is how many idle states of each protocol an edge keeps: a
+// few per core, enough for the requests that run at once on them.
+var idleStates = 4 * runtime.GOMAXPROCS(0)
+
+func newFreeList[T any](n int) *freeList[T] { return &freeList[T]{ch: make(chan *T, n)} }
+
+func (f *freeList[T]) get() *T {
+	select {
+	case x := <-f.ch:
+		return x
+	default:
+		return new(T)
+	}
+}
+
+// put keeps x for reuse unless the list is full.
+func (f *freeList[T]) put(x *T) {
+	select {
+	case f.ch <- x:
+	default:
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/weir-metrics/weir/pkg/influx"
@@ -32,7 +31,7 @@ type influxState struct {
 	builder record.Builder
 }
 
-var influxStates = sync.Pool{New: func() any { return new(influxState) }}
+var influxStates = newFreeList[influxState](idleStates)
 
 // influxWriteHandler serves line-protocol writes. A request is written
 // entirely or not at all: the first line that does not parse refuses it
@@ -63,10 +62,11 @@ func (e *Edge) influxWriteHandler(api influxAPI) http.Handler {
 			return
 		}
 
-		st := influxStates.Get().(*influxState)
+		st := influxStates.get()
 		defer func() {
-			st.body, st.decoded = trimmed(st.body), trimmed(st.decoded)
-			influxStates.Put(st)
+			if pooled(st.body, st.decoded) {
+				influxStates.put(st)
+			}
 		}()
 		rsv := e.inflight.reserve(ten, lim)
 		defer rsv.release()

@@ -5,9 +5,9 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
+	"github.com/golang/snappy"
 	"github.com/weir-metrics/weir/pkg/auth"
 	"github.com/weir-metrics/weir/pkg/limits"
 	"github.com/weir-metrics/weir/pkg/prw"
@@ -38,7 +38,7 @@ type writeState struct {
 	hasher record.Hasher
 }
 
-var writeStates = sync.Pool{New: func() any { return new(writeState) }}
+var writeStates = newFreeList[writeState](idleStates)
 
 // remoteWriteVersion picks the message type from Content-Type as the
 // remote-write specifications define it. An empty Content-Type is 1.0, as
@@ -65,10 +65,11 @@ func remoteWriteVersion(contentType string) (prw.Version, *refusal) {
 func (e *Edge) remoteWriteHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		received := time.Now()
-		st := writeStates.Get().(*writeState)
+		st := writeStates.get()
 		defer func() {
-			st.body, st.decoded = trimmed(st.body), trimmed(st.decoded)
-			writeStates.Put(st)
+			if pooled(st.body, st.decoded) {
+				writeStates.put(st)
+			}
 		}()
 
 		ten, err := e.auth.Tenant(r)
@@ -99,11 +100,18 @@ func (e *Edge) remoteWriteHandler() http.Handler {
 			return
 		}
 		e.metrics.requestBytes.WithLabelValues(source).Observe(float64(len(st.body)))
-		if rf := e.inflight.decode(r.Context(), ten, func() *refusal { return decodeSnappy(st.body, &st.decoded, ten, lim, &rsv) }); rf != nil {
-			e.refuseRemoteWrite(w, ten, 0, rf)
-			return
+		// What decoding the series will take is reserved before the body
+		// is inflated, from the size its snappy header gives: a request
+		// that would pass a bound is refused without spending the CPU. A
+		// header that does not decode, or gives more than
+		// max_decompressed_bytes, is refused by decodeSnappy.
+		if n, err := snappy.DecodedLen(st.body); err == nil && int64(n) <= lim.MaxDecompressedBytes {
+			if rf := rsv.grow(remoteWriteMemoryPerByte * int64(n)); rf != nil {
+				e.refuseRemoteWrite(w, ten, 0, rf)
+				return
+			}
 		}
-		if rf := rsv.grow(remoteWriteMemoryPerByte * int64(len(st.decoded))); rf != nil {
+		if rf := e.inflight.decode(r.Context(), ten, func() *refusal { return decodeSnappy(st.body, &st.decoded, ten, lim, &rsv) }); rf != nil {
 			e.refuseRemoteWrite(w, ten, 0, rf)
 			return
 		}
