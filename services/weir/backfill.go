@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/weir-metrics/weir/pkg/config"
 	"github.com/weir-metrics/weir/pkg/influx"
 	"github.com/weir-metrics/weir/pkg/kafka"
+	"github.com/weir-metrics/weir/pkg/limits"
 	"github.com/weir-metrics/weir/pkg/prw"
 	"github.com/weir-metrics/weir/pkg/record"
 	"github.com/weir-metrics/weir/pkg/tenant"
@@ -58,6 +61,14 @@ Formats:
 			if err != nil {
 				return fmt.Errorf("--precision: %w", err)
 			}
+			if !cmd.Flags().Changed("max-age") {
+				// The tenant's own bound, as the edge would apply it.
+				rt, err := limits.Open(&cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+				if err != nil {
+					return err
+				}
+				maxAge = rt.For(ten).MaxBackfillAge
+			}
 			minT, maxT, err := runBackfill(cmd.Context(), &cfg, ten, format, prw.Version(prwVersion), prec, maxAge, batch, files, cmd.ErrOrStderr())
 			if err != nil || !rollups || !cfg.Rollup.Enabled || maxT < minT {
 				return err
@@ -69,7 +80,7 @@ Formats:
 	cmd.Flags().StringVar(&format, "format", "openmetrics", "input format: openmetrics, influx or prw")
 	cmd.Flags().StringVar(&precision, "precision", "ns", "timestamp precision of influx files: ns, us, ms or s")
 	cmd.Flags().IntVar(&prwVersion, "prw-version", 1, "remote-write version of prw files: 1 or 2")
-	cmd.Flags().DurationVar(&maxAge, "max-age", 0, "refuse samples older than this (0: no bound)")
+	cmd.Flags().DurationVar(&maxAge, "max-age", 0, "refuse samples older than this (0: no bound); default: the tenant's max_backfill_age limit (edge.max_backfill_age or edge.runtime_file)")
 	cmd.Flags().IntVar(&batch, "batch-samples", 20000, "samples per batch written to Kafka")
 	cmd.Flags().BoolVar(&rollups, "rollups", true, "recompute the rollups of the backfilled hours that have ended (weir replay --into rollups)")
 	return cmd

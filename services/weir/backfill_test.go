@@ -148,4 +148,14 @@ func TestBackfillDayOfHistory(t *testing.T) {
 	if err == nil || !strings.Contains(out, "older than the backfill bound") {
 		t.Fatalf("too old backfill: err %v\n%s", err, out)
 	}
+	// Without --max-age, the tenant's max_backfill_age limit bounds it:
+	// 72h from the runtime file, where the default (720h) would not.
+	runtime := filepath.Join(dir, "runtime.yaml")
+	if err := os.WriteFile(runtime, []byte("tenants:\n  hist:\n    max_backfill_age: 72h\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = weirtest.Run(t, []string{"WEIR_EDGE_RUNTIME_FILE=" + runtime}, append(append([]string{"backfill", "--tenant=hist", "--format=openmetrics"}, args...), old)...)
+	if err == nil || !strings.Contains(out, "older than the backfill bound of 72h") || !strings.Contains(out, "max_backfill_age") {
+		t.Fatalf("backfill beyond the tenant's max_backfill_age: err %v\n%s", err, out)
+	}
 }
