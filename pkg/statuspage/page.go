@@ -223,7 +223,7 @@ code { font-size:12px; }
 </table>
 {{end}}
 {{else}}<p class="empty">No series tracked yet.</p>{{end}}
-{{else}}<p class="empty">This process runs no stream worker; the explorer lives on the stream workers' status pages (and <code>/api/v1/cardinality/…</code>).</p>{{end}}
+{{else}}{{if .ExplorerHidden}}<p class="empty">{{.ExplorerHidden}}</p>{{else}}<p class="empty">This process runs no stream worker; the explorer lives on the stream workers' status pages (and <code>/api/v1/cardinality/…</code>).</p>{{end}}{{end}}
 </section>
 
 <section id="lag">

@@ -34,6 +34,10 @@ type Options struct {
 	// (GET /api/v1/cardinality/…) in process. It is asked only when
 	// Targets includes "stream".
 	Explorer http.Handler
+	// ExplorerHidden, when set, is why the page does not show the
+	// explorer (authentication is on, and the page would name every
+	// tenant's metrics to whoever reaches it); it shows this instead.
+	ExplorerHidden string
 	// Targets names the targets the process runs.
 	Targets func() []string
 	// SampleInterval is how often counters are sampled for rates.
@@ -205,17 +209,19 @@ func (p *Page) gather() ([]sample, error) {
 
 // Status is what the page shows; ?format=json serves it as JSON.
 type Status struct {
-	Build      Build           `json:"build"`
-	Targets    []string        `json:"targets"`
-	Now        time.Time       `json:"now"`
-	RateWindow string          `json:"rate_window"`
-	RatesKnown bool            `json:"rates_known"`
-	Tenants    []TenantStatus  `json:"tenants"`
-	Refusals   []Refusal       `json:"refusals"`
-	Lag        []Lag           `json:"lag"`
-	Explorer   *Explorer       `json:"explorer,omitempty"`
-	Problems   []string        `json:"problems,omitempty"`
-	protocols  map[string]bool // sources seen, for the page's columns
+	Build      Build          `json:"build"`
+	Targets    []string       `json:"targets"`
+	Now        time.Time      `json:"now"`
+	RateWindow string         `json:"rate_window"`
+	RatesKnown bool           `json:"rates_known"`
+	Tenants    []TenantStatus `json:"tenants"`
+	Refusals   []Refusal      `json:"refusals"`
+	Lag        []Lag          `json:"lag"`
+	Explorer   *Explorer      `json:"explorer,omitempty"`
+	// ExplorerHidden is Options.ExplorerHidden.
+	ExplorerHidden string          `json:"explorer_hidden,omitempty"`
+	Problems       []string        `json:"problems,omitempty"`
+	protocols      map[string]bool // sources seen, for the page's columns
 }
 
 // Build tells which weir runs.
@@ -437,7 +443,8 @@ func (p *Page) Status() Status {
 		}
 		return a.Tenant < b.Tenant
 	})
-	if p.runs("stream") && p.o.Explorer != nil {
+	st.ExplorerHidden = p.o.ExplorerHidden
+	if p.runs("stream") && p.o.Explorer != nil && p.o.ExplorerHidden == "" {
 		ex, err := p.explore()
 		if err != nil {
 			st.Problems = append(st.Problems, fmt.Sprintf("cardinality explorer: %v", err))

@@ -103,7 +103,11 @@ func New(cfg *config.Config, log *slog.Logger, reg *prometheus.Registry) *Proces
 	p.mux.Handle("GET /-/ready", "ready", http.HandlerFunc(p.serveReady))
 	// The status page asks the stream's cardinality explorer through the
 	// bare router, so its own calls are not counted as HTTP requests.
-	p.status = statuspage.New(statuspage.Options{Gatherer: reg, Explorer: p.mux.mux, Targets: p.names, Logger: log})
+	so := statuspage.Options{Gatherer: reg, Explorer: p.mux.mux, Targets: p.names, Logger: log}
+	if cfg.Auth.TenantsFile != "" {
+		so.ExplorerHidden = "Authentication is on: this page, which needs no credentials, does not show the explorer, as it would name every tenant's metrics. Ask /api/v1/cardinality/… with a tenant's credentials."
+	}
+	p.status = statuspage.New(so)
 	p.mux.Handle("GET /{$}", "status", p.status)
 	if cfg.HTTP.Pprof {
 		p.mux.Handle("GET /debug/pprof/", "pprof", http.HandlerFunc(pprof.Index))

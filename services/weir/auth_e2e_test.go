@@ -157,6 +157,15 @@ func TestAuthenticationEndToEnd(t *testing.T) {
 		t.Fatalf("tenant list as team-a: %d %s", status, body)
 	}
 
+	// The status page needs no credentials: with authentication on it
+	// says why it shows no explorer, and names no tenant's metrics.
+	for _, path := range []string{"/", "/?format=json"} {
+		status, body := explore(path, nil)
+		if status != 200 || !strings.Contains(body, "Authentication is on") || strings.Contains(body, "secret_of_") || strings.Contains(body, "cardinality explorer: GET") {
+			t.Fatalf("status page %s with authentication on: %d %s", path, status, body)
+		}
+	}
+
 	// Rotate team-a's token while weir runs.
 	writeTenants(fmt.Sprintf("tenants:\n  team-a:\n    tokens: [%s]\n", auth.HashToken("tok-a-2")))
 	weirtest.Eventually(t, 10*time.Second, func() error {
