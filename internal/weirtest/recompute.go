@@ -132,13 +132,17 @@ func CompareRollups(t testing.TB, bucketDir string, want map[string]rollupparque
 			have[r.Key()] = true
 		}
 		missing := 0
-		for k := range want {
+		var examples []string
+		for k, w := range want {
 			if !have[k] {
 				missing++
+				if len(examples) < 3 {
+					examples = append(examples, fmt.Sprintf("%s (%s %v, count %d)", k, w.Metric, w.Labels, w.Count))
+				}
 			}
 		}
 		if missing > 0 {
-			return fmt.Errorf("%d of %d recomputed windows not in the files yet", missing, len(want))
+			return fmt.Errorf("%d of %d recomputed windows not in the files yet, e.g. %s", missing, len(want), strings.Join(examples, "; "))
 		}
 		return nil
 	})

@@ -16,7 +16,6 @@ type Batch struct {
 	partitions, maxBytes int
 	encs                 []prw.Encoder
 	out                  []Encoded
-	series               int
 }
 
 // NewBatch returns a Batch of records for a topic of partitions
@@ -42,7 +41,6 @@ func (b *Batch) Add(ts *prw.TimeSeries, hash uint64) error {
 	enc.Append(ts)
 	size := enc.Size()
 	if size <= b.maxBytes {
-		b.series++
 		return nil
 	}
 	// Append first and undo the rare series that overflows: cheaper than
@@ -52,16 +50,12 @@ func (b *Batch) Add(ts *prw.TimeSeries, hash uint64) error {
 		b.complete(p)
 		enc.Append(ts)
 		if size = enc.Size(); size <= b.maxBytes {
-			b.series++
 			return nil
 		}
 		enc.Reset()
 	}
 	return &SeriesTooLargeError{Series: prw.Selector(ts.Labels), Size: size, MaxBytes: b.maxBytes}
 }
-
-// Len returns the number of series added since the last Flush.
-func (b *Batch) Len() int { return b.series }
 
 // Flush completes every record and returns all records completed since
 // the last Flush. Their values are fresh slices the caller owns; the
@@ -74,7 +68,6 @@ func (b *Batch) Flush() []Encoded {
 	}
 	out := b.out
 	b.out = b.out[:0]
-	b.series = 0
 	return out
 }
 

@@ -5,8 +5,6 @@
 package tsdbstore
 
 import (
-	"golang.org/x/sys/unix"
-
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +19,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/util/compression"
+	"golang.org/x/sys/unix"
 
 	"github.com/weir-metrics/weir/pkg/tenant"
 )

@@ -89,11 +89,6 @@ func (p Progress) ETA() time.Duration {
 	return time.Duration(float64(p.TotalRecords-p.Records) / r * float64(time.Second))
 }
 
-// HeaderReplay marks the series records a replay produced, with its ID.
-// The rollup stage skips them: rollups of replayed data are recomputed by
-// the replay itself.
-const HeaderReplay = record.HeaderReplay
-
 // GroupID is the consumer group a replay keeps its progress in.
 func GroupID(id string) string { return "weir-replay-" + id }
 
@@ -243,8 +238,9 @@ func newRun(ctx context.Context, cl *kgo.Client, o Options) (*run, error) {
 	if r.rollups() {
 		n = 1
 	}
+	cache := pipeline.NewCache(32 << 20) // shared: fastcache is safe for concurrent use
 	for range n {
-		r.workers = append(r.workers, &worker{proc: pipeline.NewProcessor(pipeline.NewCache(32 << 20))})
+		r.workers = append(r.workers, &worker{proc: pipeline.NewProcessor(cache)})
 	}
 	r.resumed = map[int32]int64{}
 	committed.Each(func(c kadm.OffsetResponse) {
@@ -320,7 +316,13 @@ func (r *run) run(ctx context.Context, remaining int) (Progress, error) {
 	for remaining > 0 {
 		fetches := r.cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			r.finishTSDB(context.Background(), next)
+			// Commit what was acknowledged so far, the same ID resumes
+			// from there; bounded, as Kafka may be what is gone.
+			fctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			if err := r.finishTSDB(fctx, next); err != nil {
+				r.o.Logger.Warn("saving the replay's progress", "err", err)
+			}
+			cancel()
 			report(false)
 			return r.p, ctx.Err()
 		}
@@ -447,7 +449,7 @@ func (r *run) one(ctx context.Context, w *worker, rec *kgo.Record) {
 	}
 	inTSDBRange := rec.Offset >= r.tsdbStart[rec.Partition] && rec.Offset < r.tsdbEnd[rec.Partition]
 	if r.tsdb() && inTSDBRange && rec.Offset >= r.resumed[rec.Partition] {
-		headers := append(append([]kgo.RecordHeader(nil), rec.Headers...), kgo.RecordHeader{Key: HeaderReplay, Value: []byte(r.o.ID)})
+		headers := append(append([]kgo.RecordHeader(nil), rec.Headers...), kgo.RecordHeader{Key: record.HeaderReplay, Value: []byte(r.o.ID)})
 		if pass {
 			w.p.SeriesRecords++
 			r.cl.Produce(ctx, &kgo.Record{Topic: r.series, Partition: rec.Partition, Value: rec.Value, Headers: headers, Timestamp: rec.Timestamp}, r.promise)
