@@ -103,7 +103,7 @@ func TestBrokerDownUnderLoad(t *testing.T) {
 // fails with a retriable error (NOT_ENOUGH_REPLICAS), then with a fatal
 // one (UNKNOWN_SERVER_ERROR), then every produce request is held 3 s,
 // longer than kafka.produce_timeout. Duration: 5 s per fault in about
-// 25 s of load (make soak: 1 min per fault). Checks: the faults hit
+// 40 s of load (make soak: 1 min per fault). Checks: the faults hit
 // produce requests; writes get 503 with Retry-After within
 // kafka.produce_timeout and none is acknowledged during the error
 // phases; ingest resumes by itself; the loss check and weir's counters
@@ -133,7 +133,9 @@ func TestProduceFaultsUnderLoad(t *testing.T) {
 	for _, p := range []*weirtest.Process{edge, stream, sink} {
 		p.WaitReady(30 * time.Second)
 	}
-	d := 3*time.Second + 3*(phase+settle)
+	// The load runs on for 10 s after the last fault (plus the time the
+	// harness takes to see its first write), so that recovery shows.
+	d := 3*time.Second + 3*(phase+settle) + 10*time.Second
 	load := weirtest.StartLoad(t, harness(edge.URL(), sink.URL(), d, 10000,
 		"-metrics-url", edge.URL()+"/metrics,"+stream.URL()+"/metrics,"+sink.URL()+"/metrics")...)
 	load.WaitLoadStarted(time.Minute)

@@ -18,13 +18,14 @@ import (
 // CAP_SYS_ADMIN, as in CI). First the sink's disk is filled to the last
 // byte, then freed; then the broker's; then broker and sink are killed
 // (SIGKILL) and restarted on what the full disks left. Duration: 8 s per
-// full disk in about 30 s of load (make soak: 2 min each). Checks: while
+// full disk in about 40 s of load (make soak: 2 min each). Checks: while
 // the sink's disk is full, the edge keeps acknowledging (Kafka holds the
 // data) and the sink stops appending (below sink.min_free_disk_bytes, 16
 // MiB here) or fails to, says why ("disk nearly full" or "no space left
 // on device") and retries; while the
-// broker's disk is full, nothing is acknowledged: writes get 503 with
-// Retry-After, and the broker says why; after space returns and after the
+// broker's disk is full, writes get 503 with Retry-After (all but the
+// few small batches that fit in the unused tail of a file's last page),
+// and the broker says why; after space returns and after the
 // kills, both start on their data (no corruption) and the loss check
 // finds every acknowledged sample exactly once.
 func TestDiskFullUnderLoad(t *testing.T) {
@@ -40,7 +41,7 @@ func TestDiskFullUnderLoad(t *testing.T) {
 		mountTmpfs(t, d, size)
 	}
 	top := startTopology(t, "sink:\n  min_free_disk_bytes: 16777216\n", dataDirs)
-	d := 3*time.Second + 2*(full+settle) + 4*time.Second
+	d := 3*time.Second + 2*(full+settle) + 14*time.Second
 	load := weirtest.StartLoad(t, harness(top.edge.URL(), top.sink.URL(), d, 20000, "-metrics-url", "none")...)
 	load.WaitLoadStarted(time.Minute)
 
@@ -84,8 +85,13 @@ func TestDiskFullUnderLoad(t *testing.T) {
 	if n := run.AcceptedBetween(sinkFull.Add(time.Second), sinkFreed); n == 0 {
 		t.Fatal("nothing was acknowledged while only the sink's disk was full: Kafka should have taken the writes")
 	}
-	if n := run.AcceptedBetween(brokerFull.Add(time.Second), brokerFreed); n > 0 {
-		t.Fatalf("%.0f samples acknowledged while the broker's disk was full", n)
+	// A full filesystem still takes a write that fits in the unused tail
+	// of a file's last page, so a few small batches may be stored, and
+	// then rightly acknowledged (the loss check covers them); everything
+	// else must be refused.
+	ackedWhileFull := run.AcceptedBetween(brokerFull.Add(time.Second), brokerFreed)
+	if offered := 20000 * (brokerFreed.Sub(brokerFull) - time.Second).Seconds(); ackedWhileFull > offered/100 {
+		t.Fatalf("%.0f samples acknowledged while the broker's disk was full, more than 1%% of the %.0f offered", ackedWhileFull, offered)
 	}
 	if run.Errors["503"] == 0 {
 		t.Fatalf("no 503 while the broker's disk was full: %v", run.Errors)
@@ -98,6 +104,7 @@ func TestDiskFullUnderLoad(t *testing.T) {
 		"load_seconds": run.Seconds, "samples_acked": run.SamplesAcked, "samples_unknown": run.SamplesUnknown,
 		"samples_found": run.Check.SamplesFound, "errors": run.Errors, "sink_append_failures": appendFailures,
 		"acked_while_sink_full":     run.AcceptedBetween(sinkFull.Add(time.Second), sinkFreed),
+		"acked_while_broker_full":   ackedWhileFull,
 		"resumed_after_broker_disk": run.FirstAcceptedAfter(brokerFreed).Sub(brokerFreed).Round(100 * time.Millisecond).String(),
 	})
 }

@@ -117,7 +117,10 @@ func requireLossCheck(t *testing.T, run *weirtest.LoadRun) {
 		t.Fatalf("no loss check ran: %v", run.Failures)
 	case !c.OK || c.Missing != 0 || c.Duplicated != 0 || c.SamplesFound < c.SamplesAcked:
 		t.Fatalf("loss check failed: %s\n%s", run.Summary(), strings.Join(c.Examples, "\n"))
-	case c.SamplesAcked == 0 || c.SeriesFound != c.SeriesWritten:
+	// More series found than written with a 2xx is fine: series whose
+	// only writes timed out at the harness (unknown outcome) may be
+	// stored too.
+	case c.SamplesAcked == 0 || c.SeriesFound < c.SeriesWritten:
 		t.Fatalf("loss check saw nothing to check: %s", run.Summary())
 	}
 }
