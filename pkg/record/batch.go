@@ -36,25 +36,10 @@ func NewBatch(partitions, maxBytes int) *Batch {
 // prw.Encoder).
 func (b *Batch) Add(ts *prw.TimeSeries, hash uint64) error {
 	p := int32(hash % uint64(b.partitions))
-	enc := &b.encs[p]
-	m := enc.Mark()
-	enc.Append(ts)
-	size := enc.Size()
-	if size <= b.maxBytes {
-		return nil
+	if size := appendSeries(&b.encs[p], ts, p, b.maxBytes, &b.out); size > 0 {
+		return &SeriesTooLargeError{Series: prw.Selector(ts.Labels), Size: size, MaxBytes: b.maxBytes}
 	}
-	// Append first and undo the rare series that overflows: cheaper than
-	// bounding every series beforehand.
-	enc.Rollback(m)
-	if enc.Len() > 0 {
-		b.complete(p)
-		enc.Append(ts)
-		if size = enc.Size(); size <= b.maxBytes {
-			return nil
-		}
-		enc.Reset()
-	}
-	return &SeriesTooLargeError{Series: prw.Selector(ts.Labels), Size: size, MaxBytes: b.maxBytes}
+	return nil
 }
 
 // Flush completes every record and returns all records completed since
@@ -63,17 +48,10 @@ func (b *Batch) Add(ts *prw.TimeSeries, hash uint64) error {
 func (b *Batch) Flush() []Encoded {
 	for p := range b.encs {
 		if b.encs[p].Len() > 0 {
-			b.complete(int32(p))
+			b.out = completeRecord(b.out, &b.encs[p], int32(p))
 		}
 	}
 	out := b.out
 	b.out = b.out[:0]
 	return out
-}
-
-func (b *Batch) complete(p int32) {
-	enc := &b.encs[p]
-	val := enc.AppendTo(make([]byte, 0, enc.Size()))
-	b.out = append(b.out, Encoded{Partition: p, Value: val, Series: enc.Len()})
-	enc.Reset()
 }

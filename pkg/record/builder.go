@@ -95,34 +95,47 @@ func (b *Builder) build(tenant string, series []prw.TimeSeries, hashes []uint64,
 	for p := 0; p < partitions; p++ {
 		enc.Reset()
 		for _, i := range b.order[b.start[p]:b.start[p+1]] {
-			// Append first and check after: the record is exact, and
-			// undoing the rare series that overflows it costs less than
-			// bounding every series beforehand.
 			ts := &series[i]
-			m := enc.Mark()
-			enc.Append(ts)
-			if enc.Size() <= maxBytes {
-				continue
-			}
-			if enc.Len() > 1 {
-				enc.Rollback(m)
-				b.flush(int32(p))
-				enc.Append(ts)
-			}
-			if size := enc.Size(); size > maxBytes {
+			if size := appendSeries(enc, ts, int32(p), maxBytes, &b.out); size > 0 {
 				return nil, &SeriesTooLargeError{Series: prw.Selector(ts.Labels), Size: size, MaxBytes: maxBytes}
 			}
 		}
 		if enc.Len() > 0 {
-			b.flush(int32(p))
+			b.out = completeRecord(b.out, enc, int32(p))
 		}
 	}
 	return b.out, nil
 }
 
-func (b *Builder) flush(p int32) {
-	enc := &b.enc
-	val := enc.AppendTo(make([]byte, 0, enc.Size()))
-	b.out = append(b.out, Encoded{Partition: p, Value: val, Series: enc.Len()})
+// appendSeries appends ts to enc, the record of partition p, first
+// completing that record into *out when ts does not fit beside what it
+// holds. Appending first and undoing the rare series that overflows costs
+// less than bounding every series beforehand. When ts does not fit in a
+// record alone it is left out and its size returned; otherwise 0.
+func appendSeries(enc *prw.Encoder, ts *prw.TimeSeries, p int32, maxBytes int, out *[]Encoded) (tooLarge int) {
+	m := enc.Mark()
+	enc.Append(ts)
+	size := enc.Size()
+	if size <= maxBytes {
+		return 0
+	}
+	enc.Rollback(m)
+	if enc.Len() == 0 {
+		return size
+	}
+	*out = completeRecord(*out, enc, p)
+	enc.Append(ts)
+	if size = enc.Size(); size <= maxBytes {
+		return 0
+	}
 	enc.Reset()
+	return size
+}
+
+// completeRecord appends enc's record of partition p to out and resets enc.
+func completeRecord(out []Encoded, enc *prw.Encoder, p int32) []Encoded {
+	val := enc.AppendTo(make([]byte, 0, enc.Size()))
+	out = append(out, Encoded{Partition: p, Value: val, Series: enc.Len()})
+	enc.Reset()
+	return out
 }

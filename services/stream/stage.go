@@ -61,6 +61,9 @@ type outBatch struct {
 // series per partition.
 const maxPendingSeries = 1 << 11
 
+// maxSpareBatches bounds the flushed batches kept for reuse.
+const maxSpareBatches = 16
+
 // run transforms one raw record of partition part (whose ledger is
 // loaded), with Kafka timestamp ts, and reports whether the record passes
 // through as it is. The admitted series of other records go into open
@@ -191,7 +194,13 @@ func (s *stage) flush() {
 			s.emit(b.meta, b.timestamp, recs)
 		}
 	}
+	// Keep a few batches (each holds an encoder per partition) for the
+	// next poll; a poll that touched many tenants must not leave them all.
 	s.spare = append(s.spare, s.batches...)
+	if len(s.spare) > maxSpareBatches {
+		clear(s.spare[maxSpareBatches:])
+		s.spare = s.spare[:maxSpareBatches]
+	}
 	clear(s.batches)
 	s.batches = s.batches[:0]
 	s.pending = 0
