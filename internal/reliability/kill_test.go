@@ -23,6 +23,7 @@ func TestKillEveryProcessUnderLoad(t *testing.T) {
 	top := startTopology(t, "", nil)
 	load := weirtest.StartLoad(t, harness(top.edge.URL(), top.sink.URL(), d, 20000, "-metrics-url", "none")...)
 	load.WaitLoadStarted(time.Minute)
+	watch := weirtest.WatchTopic(t, top.kafka, "weir."+tenant+".series")
 
 	kills := killAtRandom(t, top.processes(), time.Now().Add(d-2*time.Second), 800*time.Millisecond, 2200*time.Millisecond)
 	run := load.Wait(10 * time.Minute)
@@ -31,6 +32,9 @@ func TestKillEveryProcessUnderLoad(t *testing.T) {
 		if kills[p.Name] < 2 {
 			t.Fatalf("%s was killed %d times: %v", p.Name, kills[p.Name], kills)
 		}
+	}
+	for _, d := range watch.Check(t, top.kafka) {
+		t.Error(d)
 	}
 	want := weirtest.RecomputeRollups(t, top.kafka, tenant, rollupResolutions, rollupLateness)
 	windows := weirtest.CompareRollups(t, top.bucket, want, 2*time.Minute)
@@ -58,12 +62,16 @@ func TestKillAllInOneUnderLoad(t *testing.T) {
 	all.WaitReady(time.Minute)
 	load := weirtest.StartLoad(t, harness(all.URL(), all.URL(), d, 20000, "-metrics-url", "none")...)
 	load.WaitLoadStarted(time.Minute)
+	watch := weirtest.WatchTopic(t, kafka, "weir."+tenant+".series")
 
 	kills := killAtRandom(t, []*weirtest.Process{all}, time.Now().Add(d-2*time.Second), 2*time.Second, 4*time.Second)
 	run := load.Wait(10 * time.Minute)
 	requireLossCheck(t, run)
 	if kills["all"] < 4 {
 		t.Fatalf("weir all was killed %d times", kills["all"])
+	}
+	for _, d := range watch.Check(t, kafka) {
+		t.Error(d)
 	}
 	want := weirtest.RecomputeRollups(t, kafka, tenant, rollupResolutions, rollupLateness)
 	windows := weirtest.CompareRollups(t, bucket, want, 2*time.Minute)

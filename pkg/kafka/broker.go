@@ -2,9 +2,12 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -22,6 +25,7 @@ import (
 type Broker struct {
 	cluster *kfake.Cluster
 	addr    string
+	dir     string
 	log     *slog.Logger
 
 	stop      chan struct{}
@@ -49,11 +53,6 @@ func StartBroker(cfg *config.Config, log *slog.Logger) (*Broker, error) {
 		return nil, fmt.Errorf("kafka.embedded.addr %q: bad port: %w", addr, err)
 	}
 	opts := []kfake.Opt{
-		kfake.DataDir(cfg.KafkaDir()),
-		kfake.Ports(portNum),
-		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
-			return net.Listen(network, addr)
-		}),
 		kfake.ClusterID("weir-embedded"),
 		kfake.WithLogger(&kfakeLogger{log: log, repeats: logrepeat.New(repeatEvery)}),
 		kfake.DefaultNumPartitions(cfg.Kafka.Partitions),
@@ -66,6 +65,32 @@ func StartBroker(cfg *config.Config, log *slog.Logger) (*Broker, error) {
 	if cfg.Kafka.Embedded.SyncWrites {
 		opts = append(opts, kfake.SyncWrites())
 	}
+	dir := cfg.KafkaDir()
+	if needsRecovery(dir) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		// weir writes raw and rollup topics without transactions.
+		notTransactional := func(topic string) bool {
+			_, kind, ok := ParseTopic(cfg.Kafka.TopicPrefix, topic)
+			return ok && (kind == KindRaw || kind == KindRollup)
+		}
+		n, err := recoverDataDir(ctx, dir, opts, notTransactional)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("recovering the embedded broker's log in %s after an unclean stop: %w", dir, err)
+		}
+		log.Info("embedded Kafka broker recovered after an unclean stop: open transactions aborted with markers", "dir", dir, "transactional_ids", n)
+	}
+	// Present again only once this run closes in order.
+	if err := os.Remove(filepath.Join(dir, cleanStopFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("embedded broker data directory %s: %w", dir, err)
+	}
+	opts = append(opts,
+		kfake.DataDir(dir),
+		kfake.Ports(portNum),
+		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
+			return net.Listen(network, addr)
+		}),
+	)
 	cluster, err := kfake.NewCluster(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("starting embedded broker at %s with data in %s: %w", addr, cfg.KafkaDir(), err)
@@ -74,7 +99,7 @@ func StartBroker(cfg *config.Config, log *slog.Logger) (*Broker, error) {
 	if addrs := cluster.ListenAddrs(); len(addrs) == 1 {
 		addr = addrs[0]
 	}
-	b := &Broker{cluster: cluster, addr: addr, log: log, stop: make(chan struct{})}
+	b := &Broker{cluster: cluster, addr: addr, dir: dir, log: log, stop: make(chan struct{})}
 	b.wg.Add(1)
 	go b.enforceRetention(cfg.Kafka.Embedded.RetentionCheckInterval)
 	log.Info("embedded Kafka broker started", "addr", addr, "dir", cfg.KafkaDir(), "sync_writes", cfg.Kafka.Embedded.SyncWrites)
@@ -110,6 +135,9 @@ func (b *Broker) Close() {
 		close(b.stop)
 		b.wg.Wait()
 		b.cluster.Close()
+		if err := os.WriteFile(filepath.Join(b.dir, cleanStopFile), nil, 0o644); err != nil {
+			b.log.Warn("cannot mark the embedded broker's log as closed in order; the next start recovers it", "err", err)
+		}
 		b.log.Info("embedded Kafka broker stopped")
 	})
 }

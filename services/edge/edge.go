@@ -228,13 +228,19 @@ func produceFailureReason(err error) string {
 	return "error"
 }
 
-// newRecords turns encoded records into Kafka records of tenant's raw topic.
+// newRecords turns encoded records into Kafka records of tenant's raw
+// topic. Their timestamp is now, when they are handed to Kafka, rather
+// than when the request began to arrive: however slowly a body came, its
+// records reach Kafka within kafka.produce_timeout of their timestamp (a
+// produce request already in flight then may land a little later), which
+// the rollup stage's idle watermark relies on.
 func (e *Edge) newRecords(tenant, source string, received time.Time, enc []record.Encoded) []*kgo.Record {
 	topic := kafka.Topic(e.cfg.Kafka.TopicPrefix, tenant, kafka.KindRaw)
 	headers := record.Headers(record.Meta{Tenant: tenant, Source: source, ReceivedAt: received})
+	now := time.Now()
 	recs := make([]*kgo.Record, len(enc))
 	for i, en := range enc {
-		recs[i] = &kgo.Record{Topic: topic, Partition: en.Partition, Value: en.Value, Headers: headers, Timestamp: received}
+		recs[i] = &kgo.Record{Topic: topic, Partition: en.Partition, Value: en.Value, Headers: headers, Timestamp: now}
 	}
 	return recs
 }

@@ -347,11 +347,11 @@ func (s *Stage) advanceIdle(ctx context.Context, cl *kgo.Client, topics *kafka.T
 	if len(series) == 0 {
 		return
 	}
+	// Upstream first, the series ends last: a transaction of the stream
+	// stage that commits in between puts its records below the ends read
+	// here, so the partition does not count as read to its end before
+	// they are processed.
 	adm := kadm.NewClient(cl)
-	ends, err := adm.ListCommittedOffsets(ctx, series...)
-	if err != nil {
-		return
-	}
 	rawEnds, err := adm.ListEndOffsets(ctx, raws...)
 	if err != nil {
 		return
@@ -373,6 +373,10 @@ func (s *Stage) advanceIdle(ctx context.Context, cl *kgo.Client, topics *kafka.T
 			}
 		})
 		upstreamDone[raw] = done
+	}
+	ends, err := adm.ListCommittedOffsets(ctx, series...)
+	if err != nil {
+		return
 	}
 	advanced := map[string][]int32{}
 	s.mu.Lock()

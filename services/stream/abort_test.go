@@ -155,6 +155,53 @@ func TestFencedWorkerStartsOver(t *testing.T) {
 	}
 }
 
+// TestUnconfirmedCommitStartsNewSession: the broker answers one EndTxn
+// with an error that is neither retriable nor a fence, as when it stays
+// away longer than the client retries. The worker must not stop: it
+// starts a new session, which aborts the open transaction and reads the
+// raw topic again from the committed offsets, so every sample still
+// reaches the series topic exactly once.
+func TestUnconfirmedCommitStartsNewSession(t *testing.T) {
+	c := startCluster(t, map[string]string{"default.yaml": "{}\n"})
+	now := time.Now().UnixMilli()
+	write := func(i int) {
+		t.Helper()
+		req := request(now+int64(i)*1000, lbls("__name__", "end_txn_test", "i", fmt.Sprint(i)))
+		if err := weirtest.MustWrite(weirtest.WriteV1(c.url, "endtxn", req)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(0)
+	c.seriesTopic(t, "endtxn", 1)
+
+	var refused atomic.Bool
+	c.broker.Cluster().ControlKey(int16(kmsg.EndTxn), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		end := req.(*kmsg.EndTxnRequest)
+		if !end.Commit {
+			c.broker.Cluster().KeepControl()
+			return nil, nil, false
+		}
+		refused.Store(true)
+		resp := end.ResponseKind().(*kmsg.EndTxnResponse)
+		resp.ErrorCode = kerr.InvalidTxnState.Code
+		return resp, nil, true
+	})
+	for i := 1; i < 4; i++ {
+		write(i)
+	}
+	c.seriesTopic(t, "endtxn", 4)
+	time.Sleep(time.Second)
+	if got := c.seriesTopic(t, "endtxn", 4); len(got) != 4 {
+		t.Fatalf("series topic holds %d samples, want exactly 4", len(got))
+	}
+	if !refused.Load() {
+		t.Fatal("no commit was refused")
+	}
+	if v := c.metric(t, "weir_stream_transactions_total", map[string]string{"result": "failed"}); v == 0 {
+		t.Fatal("no transaction failed: the refusal did not reach the stage")
+	}
+}
+
 // TestSeriesOrderAcrossPassThrough writes, in one produce call so that
 // one poll takes both, two raw records of one partition holding series X:
 // the first also holds a series the pipeline drops (so it is re-encoded),

@@ -202,26 +202,36 @@ func (s *Stream) Run(ctx context.Context) error {
 	go func() { defer bgWG.Done(); s.pipes.Run(bg, s.cfg.Stream.PipelinesReloadInterval) }()
 	go func() { defer bgWG.Done(); s.states.Run(bg) }()
 
+	backoff := time.Second
 	for {
+		began := time.Now()
 		err := s.runSession(ctx, opts)
 		if err == nil || ctx.Err() != nil {
 			return nil
 		}
-		if !fenced(err) {
-			return err
+		// Whatever ended the session — fenced by a newer producer of this
+		// transactional ID (a broker that lost its producer state, or a
+		// second worker with this instance ID), or a transaction whose end
+		// Kafka did not confirm (a broker away longer than the client's
+		// retries) — start over as Kafka Streams does: the new session
+		// fences the old producer, which aborts its open transaction, and
+		// resumes from the committed offsets, so nothing of the failed
+		// transaction counted twice or got lost.
+		if time.Since(began) > time.Minute {
+			backoff = time.Second
 		}
-		// Fenced: Kafka has a newer producer for this transactional ID
-		// (a broker that lost its producer state, or a second worker
-		// with this instance ID). As Kafka Streams does, start over: a
-		// new session fences the other in turn and takes the
-		// partitions back; nothing of the fenced transaction counted.
-		s.log.Warn("the stream worker's producer was fenced; starting a new session", "err", err)
+		if fenced(err) {
+			s.log.Warn("the stream worker's producer was fenced; starting a new session", "err", err)
+		} else {
+			s.log.Error("the stream worker's session failed; starting a new one", "err", err, "retry_in", backoff)
+		}
 		s.forgetPartitions()
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(time.Second):
+		case <-time.After(backoff):
 		}
+		backoff = min(2*backoff, 30*time.Second)
 	}
 }
 
