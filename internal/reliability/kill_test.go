@@ -16,8 +16,10 @@ import (
 // and is restarted after up to half a second. Duration: 25 s of load
 // (make soak: 10 min). Checks: the harness' loss check — every sample
 // acknowledged is queryable exactly once, values included; each process
-// was killed at least twice; and the rollup Parquet files equal a clean
-// recomputation from the series topic, window for window.
+// was killed at least twice; nothing a read_committed consumer of the
+// series topic read during the kills changed afterwards; and the rollup
+// Parquet files equal a clean recomputation from the series topic, window
+// for window.
 func TestKillEveryProcessUnderLoad(t *testing.T) {
 	d := length(25*time.Second, 10*time.Minute)
 	top := startTopology(t, "", nil)
@@ -50,7 +52,8 @@ func TestKillEveryProcessUnderLoad(t *testing.T) {
 // 2–4 s it gets SIGKILL and is restarted on the same data directory.
 // Duration: 25 s of load (make soak: 10 min). Checks: the loss check
 // (every acknowledged sample queryable exactly once), at least 4 kills,
-// and the rollup files equal to a clean recomputation.
+// the series topic as read during the kills unchanged, and the rollup
+// files equal to a clean recomputation.
 func TestKillAllInOneUnderLoad(t *testing.T) {
 	d := length(25*time.Second, 10*time.Minute)
 	dir := t.TempDir()
