@@ -147,4 +147,16 @@ func TestKilledBrokerAbortsOpenTransactionsWithMarkers(t *testing.T) {
 	if o, _ := ends.Lookup(raw, 0); o.Offset != 1 {
 		t.Fatalf("the raw topic ends at %d after the recoveries, want 1 (its one record, no marker)", o.Offset)
 	}
+
+	// Closed in order, the directory needs no recovery; started again, it
+	// does until closed.
+	b.Close()
+	kdir := filepath.Join(dir, "kafka")
+	if needsRecovery(kdir) {
+		t.Fatal("a directory closed in order asks for recovery")
+	}
+	start(dir)
+	if !needsRecovery(kdir) {
+		t.Fatal("a running broker's directory reads as closed in order")
+	}
 }

@@ -231,7 +231,7 @@ func (s *Stream) Run(ctx context.Context) error {
 			return nil
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 30*time.Second)
+		backoff = min(2*backoff, 10*time.Second)
 	}
 }
 
