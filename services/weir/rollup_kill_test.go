@@ -95,9 +95,14 @@ func TestRollupKillAndRecompute(t *testing.T) {
 	if kills < 6 || sent.Load() < 200 {
 		t.Fatalf("only %d kills and %d requests: the test did not exercise restarts", kills, sent.Load())
 	}
-	if !strings.Contains(stream.Logs(), "resuming rollups") {
-		t.Fatalf("the restarted stage never resumed from a checkpoint:\n%s", stream.Logs())
-	}
+	// The stage is ready once its partitions are assigned; it restores
+	// their checkpoints right after.
+	weirtest.Eventually(t, 10*time.Second, func() error {
+		if !strings.Contains(stream.Logs(), "resuming rollups") {
+			return fmt.Errorf("the restarted stage never resumed from a checkpoint:\n%s", stream.Logs())
+		}
+		return nil
+	})
 
 	// Recompute from the series topic, once it holds everything the edge
 	// took, and wait for the files to hold the same rows.
