@@ -28,10 +28,7 @@ func RecomputeRollups(t testing.TB, kafkaAddr, tenant string, resolutions []time
 	t.Helper()
 	ctx := Context(t)
 	topic := "weir." + tenant + ".series"
-	cl, err := kgo.NewClient(kgo.SeedBrokers(kafkaAddr), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		// Transaction markers come back too, so positions reach the end.
-		kgo.KeepControlRecords())
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kafkaAddr))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,57 +44,34 @@ func RecomputeRollups(t testing.TB, kafkaAddr, tenant string, resolutions []time
 		}
 		return nil
 	})
-	ends, err := adm.ListCommittedOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
 	specs, err := rollup.DefaultSpecs(resolutions, lateness)
 	if err != nil {
 		t.Fatal(err)
 	}
 	parts := map[int32]*rollup.Partition{}
-	pos := map[int32]int64{}
-	done := func() bool {
-		ok := true
-		ends.Each(func(o kadm.ListedOffset) {
-			if pos[o.Partition] < o.Offset {
-				ok = false
-			}
-		})
-		return ok
-	}
 	var req prw.Request
-	fctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	for !done() {
-		fs := cl.PollFetches(fctx)
-		if fctx.Err() != nil {
-			t.Fatalf("reading %s: %v (positions %v)", topic, fctx.Err(), pos)
+	ReadCommitted(t, kafkaAddr, topic, func(r *kgo.Record) {
+		if r.Attrs.IsControl() {
+			return
 		}
-		fs.EachRecord(func(r *kgo.Record) {
-			pos[r.Partition] = r.Offset + 1
-			if r.Attrs.IsControl() {
-				return
-			}
-			p := parts[r.Partition]
-			if p == nil {
-				p, err = rollup.NewPartition(rollup.Options{Tenant: tenant, Partition: r.Partition, Specs: specs, SketchRelativeAccuracy: 0.01}, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				parts[r.Partition] = p
-			}
-			meta, err := record.ParseHeaders(r.Headers)
+		p := parts[r.Partition]
+		if p == nil {
+			p, err = rollup.NewPartition(rollup.Options{Tenant: tenant, Partition: r.Partition, Specs: specs, SketchRelativeAccuracy: 0.01}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			req.Reset()
-			if err := record.Decode(meta, r.Value, &req); err != nil {
-				t.Fatal(err)
-			}
-			p.Process(r.Offset, r.Timestamp.UnixMilli(), req.Series)
-		})
-	}
+			parts[r.Partition] = p
+		}
+		meta, err := record.ParseHeaders(r.Headers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Reset()
+		if err := record.Decode(meta, r.Value, &req); err != nil {
+			t.Fatal(err)
+		}
+		p.Process(r.Offset, r.Timestamp.UnixMilli(), req.Series)
+	})
 	out := map[string]rollupparquet.FileRow{}
 	for _, p := range parts {
 		p.Flush()
@@ -212,4 +186,46 @@ func bothNaN(a, b any) bool {
 	x, ok1 := a.(*float64)
 	y, ok2 := b.(*float64)
 	return ok1 && ok2 && x != nil && y != nil && math.IsNaN(*x) && math.IsNaN(*y)
+}
+
+// ReadCommitted reads topic from its start to its last stable offsets as a
+// read_committed consumer, handing fn every record in offset order per
+// partition, transaction markers included (so that positions reach the
+// end).
+func ReadCommitted(t testing.TB, kafkaAddr, topic string, fn func(*kgo.Record)) {
+	t.Helper()
+	ctx := Context(t)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kafkaAddr), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pos := map[int32]int64{}
+	done := func() bool {
+		ok := true
+		ends.Each(func(o kadm.ListedOffset) {
+			if pos[o.Partition] < o.Offset {
+				ok = false
+			}
+		})
+		return ok
+	}
+	fctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	for !done() {
+		fs := cl.PollFetches(fctx)
+		if fctx.Err() != nil {
+			t.Fatalf("reading %s: %v (positions %v)", topic, fctx.Err(), pos)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			pos[r.Partition] = r.Offset + 1
+			fn(r)
+		})
+	}
 }

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -105,47 +104,16 @@ func (w *TopicWatch) Stop() {
 func (w *TopicWatch) Check(t testing.TB, kafkaAddr string) []string {
 	t.Helper()
 	w.Stop()
-	ctx := Context(t)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(kafkaAddr), kgo.ConsumeTopics(w.topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.KeepControlRecords())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, w.topic)
-	if err != nil {
-		t.Fatal(err)
-	}
 	final := map[int32]map[int64]uint32{}
-	pos := map[int32]int64{}
-	done := func() bool {
-		ok := true
-		ends.Each(func(o kadm.ListedOffset) {
-			if pos[o.Partition] < o.Offset {
-				ok = false
-			}
-		})
-		return ok
-	}
-	fctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	for !done() {
-		fs := cl.PollFetches(fctx)
-		if fctx.Err() != nil {
-			t.Fatalf("reading %s: %v", w.topic, fctx.Err())
+	ReadCommitted(t, kafkaAddr, w.topic, func(r *kgo.Record) {
+		if r.Attrs.IsControl() {
+			return
 		}
-		fs.EachRecord(func(r *kgo.Record) {
-			pos[r.Partition] = r.Offset + 1
-			if r.Attrs.IsControl() {
-				return
-			}
-			if final[r.Partition] == nil {
-				final[r.Partition] = map[int64]uint32{}
-			}
-			final[r.Partition][r.Offset] = recordSum(r)
-		})
-	}
+		if final[r.Partition] == nil {
+			final[r.Partition] = map[int64]uint32{}
+		}
+		final[r.Partition][r.Offset] = recordSum(r)
+	})
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var out []string

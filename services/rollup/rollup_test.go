@@ -37,17 +37,25 @@ func eventually(t *testing.T, d time.Duration, fn func() error) {
 	t.Fatalf("after %s: %v", d, err)
 }
 
-// TestStageCommitsCheckpointsAndClosesIdleWindows runs the stage against
-// a real Kafka-protocol broker. Rows of closed windows reach the rollup
-// topic before the checkpoint that moves past them is committed, with the
-// watermarks in the commit metadata. A partition that receives nothing
-// keeps its last windows open while the stream stage has not consumed the
-// raw topic (an older record may still come), and closes them once it has.
-func TestStageCommitsCheckpointsAndClosesIdleWindows(t *testing.T) {
+// stageEnv is an embedded broker holding tenant t1's topics, a client of
+// it, and the configuration a stage under test runs with: 1s and 2s
+// windows, 500 ms of lateness, idle partitions closing after 2s.
+type stageEnv struct {
+	cfg    config.Config
+	log    *slog.Logger
+	broker *kafka.Broker
+	cl     *kgo.Client
+	raw    string // t1's raw topic
+	series string // t1's series topic
+}
+
+func newStageEnv(t *testing.T, partitions int) *stageEnv {
+	t.Helper()
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
 	cfg.Kafka.Embedded.Addr = "127.0.0.1:0"
-	cfg.Kafka.Partitions = 2
+	cfg.Kafka.Partitions = partitions
+	cfg.Sink.TSDBShards = min(cfg.Sink.TSDBShards, partitions)
 	cfg.Kafka.ProduceTimeout = time.Second
 	cfg.Stream.InstanceID = "s1"
 	cfg.Rollup.Resolutions = []string{"1s", "2s"}
@@ -57,56 +65,80 @@ func TestStageCommitsCheckpointsAndClosesIdleWindows(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.DiscardHandler)
-	b, err := kafka.StartBroker(&cfg, log)
+	e := &stageEnv{cfg: cfg, log: slog.New(slog.DiscardHandler),
+		raw: kafka.Topic("weir", "t1", kafka.KindRaw), series: kafka.Topic("weir", "t1", kafka.KindSeries)}
+	b, err := kafka.StartBroker(&e.cfg, e.log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close()
-	cfg.Kafka.Embedded.Addr = b.Addr()
-	ctx := context.Background()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	t.Cleanup(b.Close)
+	e.broker = b
+	e.cfg.Kafka.Embedded.Addr = b.Addr()
+	e.cl, err = kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close()
-	if err := kafka.NewTopics(cl, cfg.Kafka).EnsureTenant(ctx, "t1"); err != nil {
+	t.Cleanup(e.cl.Close)
+	if err := kafka.NewTopics(e.cl, e.cfg.Kafka).EnsureTenant(context.Background(), "t1"); err != nil {
 		t.Fatal(err)
 	}
-	// The raw topic holds a record the stream stage has not consumed.
-	raw := kafka.Topic("weir", "t1", kafka.KindRaw)
-	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: raw, Partition: 0, Value: []byte("x")}).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
-	series := kafka.Topic("weir", "t1", kafka.KindSeries)
-	start := time.Now().Add(-3 * time.Second).Truncate(2 * time.Second)
-	ls := []prw.Label{{Name: "__name__", Value: "g"}}
-	for i := 0; i < 8; i++ {
-		ts := start.Add(time.Duration(i) * 250 * time.Millisecond)
-		var enc prw.Encoder
-		enc.Append(&prw.TimeSeries{Labels: ls, Samples: []prw.Sample{{Value: float64(i), Timestamp: ts.UnixMilli()}}})
-		r := &kgo.Record{Topic: series, Partition: 1, Value: bytes.Clone(enc.Bytes()), Timestamp: ts,
-			Headers: record.Headers(record.Meta{Tenant: "t1", Source: record.SourcePRW1, ReceivedAt: ts})}
-		if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	return e
+}
 
-	reg := prometheus.NewRegistry()
-	specs, err := DefaultSpecs(&cfg)
+// seriesRecord is a record of t1's series topic holding one sample of the
+// gauge g at ts, received at ts.
+func (e *stageEnv) seriesRecord(partition int32, ts time.Time, v float64) *kgo.Record {
+	var enc prw.Encoder
+	enc.Append(&prw.TimeSeries{Labels: []prw.Label{{Name: "__name__", Value: "g"}}, Samples: []prw.Sample{{Value: v, Timestamp: ts.UnixMilli()}}})
+	return &kgo.Record{Topic: e.series, Partition: partition, Value: bytes.Clone(enc.Bytes()), Timestamp: ts,
+		Headers: record.Headers(record.Meta{Tenant: "t1", Source: record.SourcePRW1, ReceivedAt: ts})}
+}
+
+func (e *stageEnv) produce(t *testing.T, r *kgo.Record) {
+	t.Helper()
+	if err := e.cl.ProduceSync(context.Background(), r).FirstErr(); err != nil {
+		t.Error(err)
+	}
+}
+
+// run starts the stage with the default rollups; it stops when the test
+// ends.
+func (e *stageEnv) run(t *testing.T) *Stage {
+	t.Helper()
+	specs, err := DefaultSpecs(&e.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := New(&cfg, log, reg, specs)
-	rctx, cancel := context.WithCancel(ctx)
+	st := New(&e.cfg, e.log, prometheus.NewRegistry(), specs)
+	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- st.Run(rctx) }()
-	defer func() {
+	go func() { done <- st.Run(ctx) }()
+	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Error(err)
 		}
-	}()
+	})
+	return st
+}
+
+// TestStageCommitsCheckpointsAndClosesIdleWindows runs the stage against
+// a real Kafka-protocol broker. Rows of closed windows reach the rollup
+// topic before the checkpoint that moves past them is committed, with the
+// watermarks in the commit metadata. A partition that receives nothing
+// keeps its last windows open while the stream stage has not consumed the
+// raw topic (an older record may still come), and closes them once it has.
+func TestStageCommitsCheckpointsAndClosesIdleWindows(t *testing.T) {
+	e := newStageEnv(t, 2)
+	cfg, cl, raw, series := e.cfg, e.cl, e.raw, e.series
+	ctx := context.Background()
+	// The raw topic holds a record the stream stage has not consumed.
+	e.produce(t, &kgo.Record{Topic: raw, Partition: 0, Value: []byte("x")})
+	start := time.Now().Add(-3 * time.Second).Truncate(2 * time.Second)
+	for i := 0; i < 8; i++ {
+		e.produce(t, e.seriesRecord(1, start.Add(time.Duration(i)*250*time.Millisecond), float64(i)))
+	}
+	st := e.run(t)
 
 	adm := kadm.NewClient(cl)
 	checkpoint := func() (rollup.Checkpoint, bool) {
@@ -140,7 +172,7 @@ func TestStageCommitsCheckpointsAndClosesIdleWindows(t *testing.T) {
 	if n := testutil.ToFloat64(st.metrics.windowsOpen.WithLabelValues("t1")); n == 0 {
 		t.Fatal("no window open while the stream stage lags")
 	}
-	emitted := rollupRows(t, b.Addr(), cfg)
+	emitted := rollupRows(t, e.broker.Addr(), cfg)
 	// Once the stream stage consumed the raw topic, the idle partition's
 	// watermark follows the clock and every window closes.
 	if _, err := adm.CommitOffsets(ctx, cfg.Stream.GroupID, kadm.OffsetsFromRecords(kgo.Record{Topic: raw, Partition: 0, Offset: 0})); err != nil {
@@ -153,7 +185,7 @@ func TestStageCommitsCheckpointsAndClosesIdleWindows(t *testing.T) {
 		}
 		return nil
 	})
-	rows := rollupRows(t, b.Addr(), cfg)
+	rows := rollupRows(t, e.broker.Addr(), cfg)
 	if len(rows) <= len(emitted) {
 		t.Fatalf("%d rows before the idle advance, %d after", len(emitted), len(rows))
 	}
@@ -208,53 +240,14 @@ func rollupRows(t *testing.T, addr string, cfg config.Config) []rollup.Row {
 // to its end, close the windows, and find the records late — which a
 // recomputation from the topic would not.
 func TestIdleAdvanceSeesTransactionsCommittedMeanwhile(t *testing.T) {
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.Kafka.Embedded.Addr = "127.0.0.1:0"
-	cfg.Kafka.Partitions = 1
-	cfg.Sink.TSDBShards = 1
-	cfg.Kafka.ProduceTimeout = time.Second
-	cfg.Stream.InstanceID = "s1"
-	cfg.Rollup.Resolutions = []string{"1s", "2s"}
-	cfg.Rollup.AllowedLateness = 500 * time.Millisecond
-	cfg.Rollup.IdleTimeout = 2 * time.Second
-	cfg.Rollup.CommitInterval = 200 * time.Millisecond
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
-	b, err := kafka.StartBroker(&cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	cfg.Kafka.Embedded.Addr = b.Addr()
+	e := newStageEnv(t, 1)
+	cfg, cl, raw, b := e.cfg, e.cl, e.raw, e.broker
 	ctx := context.Background()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	if err := kafka.NewTopics(cl, cfg.Kafka).EnsureTenant(ctx, "t1"); err != nil {
-		t.Fatal(err)
-	}
-	raw := kafka.Topic("weir", "t1", kafka.KindRaw)
-	series := kafka.Topic("weir", "t1", kafka.KindSeries)
-	seriesRecord := func(ts time.Time, v float64) *kgo.Record {
-		var enc prw.Encoder
-		enc.Append(&prw.TimeSeries{Labels: []prw.Label{{Name: "__name__", Value: "g"}}, Samples: []prw.Sample{{Value: v, Timestamp: ts.UnixMilli()}}})
-		return &kgo.Record{Topic: series, Partition: 0, Value: bytes.Clone(enc.Bytes()), Timestamp: ts,
-			Headers: record.Headers(record.Meta{Tenant: "t1", Source: record.SourcePRW1, ReceivedAt: ts})}
-	}
 	// One raw record the stream stage has not consumed yet, and the
 	// series record of an earlier one.
-	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: raw, Partition: 0, Value: []byte("x")}).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	e.produce(t, &kgo.Record{Topic: raw, Partition: 0, Value: []byte("x")})
 	t0 := time.Now().Add(-10 * time.Second).Truncate(2 * time.Second)
-	if err := cl.ProduceSync(ctx, seriesRecord(t0, 1)).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	e.produce(t, e.seriesRecord(0, t0, 1))
 
 	// When the stage asks for the raw topic's end, the stream stage
 	// "commits" the raw record's transaction: its series record (received
@@ -269,9 +262,7 @@ func TestIdleAdvanceSeesTransactionsCommittedMeanwhile(t *testing.T) {
 		}
 		hooked.Store(true)
 		b.Cluster().SleepControl(func() {
-			if err := cl.ProduceSync(ctx, seriesRecord(t0.Add(100*time.Millisecond), 2)).FirstErr(); err != nil {
-				t.Error(err)
-			}
+			e.produce(t, e.seriesRecord(0, t0.Add(100*time.Millisecond), 2))
 			if _, err := kadm.NewClient(cl).CommitOffsets(ctx, cfg.Stream.GroupID, kadm.OffsetsFromRecords(kgo.Record{Topic: raw, Partition: 0, Offset: 0})); err != nil {
 				t.Error(err)
 			}
@@ -280,21 +271,7 @@ func TestIdleAdvanceSeesTransactionsCommittedMeanwhile(t *testing.T) {
 		return nil, nil, false
 	})
 
-	reg := prometheus.NewRegistry()
-	specs, err := DefaultSpecs(&cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := New(&cfg, log, reg, specs)
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- st.Run(rctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	st := e.run(t)
 
 	// Both samples belong in the 2s window: its row counts two, and
 	// nothing was late.
